@@ -1,0 +1,5 @@
+"""artifex-agent: two GPU PCs on one link as one small Wan2.2 video farm."""
+
+__version__ = "0.1.0"
+# Bumped when the wire contract changes incompatibly; peers with another major refuse.
+PROTOCOL_VERSION = 1

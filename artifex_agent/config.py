@@ -1,0 +1,267 @@
+"""One TOML file describes the cluster; every value has a default that works on one machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from artifex_agent.errors import ConfigError
+
+Stage = Literal["generate", "post"]
+STAGES: tuple[Stage, ...] = ("generate", "post")
+
+DEFAULT_AGENT_PORT = 50051
+DEFAULT_COORDINATOR_PORT = 50050
+
+
+def default_home() -> Path:
+    """Where state lives when the config names no path (ARTIFEX_HOME or ~/.artifex)."""
+    return Path(os.environ.get("ARTIFEX_HOME", Path.home() / ".artifex")).expanduser()
+
+
+@dataclass
+class AgentConfig:
+    """One agent process (one GPU)."""
+
+    name: str = "local"
+    # Where this agent listens; loopback unless the config says otherwise.
+    listen: str = f"127.0.0.1:{DEFAULT_AGENT_PORT}"
+    # How the others reach it (defaults to `listen`).
+    address: str = ""
+    # Stages it can run, and those it prefers (a preference, not a wall).
+    roles: list[Stage] = field(default_factory=lambda: list(STAGES))
+    prefer: list[Stage] = field(default_factory=list)
+    models_root: Path = field(default_factory=lambda: default_home() / "models")
+    output_root: Path = field(default_factory=lambda: default_home() / "outputs")
+    # i2v images named by path must lie under this folder.
+    inputs_root: Path = field(default_factory=lambda: default_home() / "inputs")
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Fraction of the GPU's memory this process may take (the seed's set_fraction); 0: no cap.
+    gpu_memory_fraction: float = 0.0
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    # torch intra-op threads; 0 leaves torch's default.
+    torch_threads: int = 0
+    # Upper bounds on what one request may ask for.
+    max_width: int = 1920
+    max_height: int = 1920
+    max_frames: int = 241
+    max_batch: int = 8
+    # Prometheus metrics port; 0: off.
+    metrics_port: int = 0
+
+    @property
+    def dial_address(self) -> str:
+        """The address others use to reach this agent."""
+        return self.address or self.listen
+
+
+@dataclass
+class SecurityConfig:
+    """Shared token and optional mutual TLS on the link."""
+
+    token: str = ""
+    token_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # Allow a non-loopback listen address without a token.
+    insecure: bool = False
+
+    def resolved_token(self) -> str:
+        """The token from the environment, the config, or the token file, in that order."""
+        env = os.environ.get("ARTIFEX_TOKEN", "")
+        if env:
+            return env
+        if self.token:
+            return self.token
+        if self.token_file:
+            try:
+                return Path(self.token_file).expanduser().read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read token_file {self.token_file!r}: {exc.strerror}") from exc
+        return ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+@dataclass
+class NetworkConfig:
+    """Link settings checked by `health` and written by `config render`."""
+
+    interface: str = ""
+    mtu: int = 9000
+    subnet: str = "10.0.0.0/24"
+    # Bytes per frame chunk on the wire; 0 picks transport.options.DEFAULT_CHUNK_BYTES.
+    chunk_bytes: int = 0
+    rtt_target_ms: float = 0.5
+    bandwidth_target_gbit: float = 9.4
+
+
+@dataclass
+class CoordinatorConfig:
+    """The job queue."""
+
+    listen: str = f"127.0.0.1:{DEFAULT_COORDINATOR_PORT}"
+    address: str = ""
+    database: Path = field(default_factory=lambda: default_home() / "coordinator.db")
+    batch_size: int = 4
+    batch_timeout_s: float = 30.0
+    max_attempts: int = 4
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    health_interval_s: float = 1.0
+    results_cache: Path = field(default_factory=lambda: default_home() / "cache" / "results")
+    metrics_port: int = 0
+
+    @property
+    def dial_address(self) -> str:
+        return self.address or self.listen
+
+
+@dataclass
+class WatcherConfig:
+    """Drop-folder automation on the shared cache."""
+
+    root: Path = field(default_factory=lambda: default_home() / "cache" / "drop")
+    output_root: Path = field(default_factory=lambda: default_home() / "outputs")
+    ledger: Path = field(default_factory=lambda: default_home() / "watcher.db")
+    # "auto": poll on network filesystems, inotify on local disks.
+    mode: Literal["auto", "polling", "native"] = "auto"
+    poll_interval_s: float = 1.0
+
+
+@dataclass
+class SharesConfig:
+    """Shared folders (seed: /data/models ro, /data/projects, /data/cache; P: and Z: on Windows)."""
+
+    models: str = "/data/models"
+    projects: str = "/data/projects"
+    cache: str = "/data/cache"
+
+
+@dataclass
+class ClusterConfig:
+    """Everything the cluster file says."""
+
+    agents: list[AgentConfig] = field(default_factory=lambda: [AgentConfig()])
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
+    shares: SharesConfig = field(default_factory=SharesConfig)
+    source: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> ClusterConfig:
+        """Read the TOML file at `path` (or $ARTIFEX_CONFIG); no file gives the defaults."""
+        path = path or os.environ.get("ARTIFEX_CONFIG") or None
+        if path is None:
+            return cls()
+        p = Path(path).expanduser()
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        cfg = cls.from_dict(raw, base=p.parent)
+        cfg.source = p
+        return cfg
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path | None = None) -> ClusterConfig:
+        """Build from a parsed TOML table; unknown keys are errors, not silently ignored."""
+        raw = dict(raw)
+        agents_raw = raw.pop("agents", None)
+        cfg = cls(
+            security=_build(SecurityConfig, raw.pop("security", {}), "security", base),
+            network=_build(NetworkConfig, raw.pop("network", {}), "network", base),
+            coordinator=_build(CoordinatorConfig, raw.pop("coordinator", {}), "coordinator", base),
+            watcher=_build(WatcherConfig, raw.pop("watcher", {}), "watcher", base),
+            shares=_build(SharesConfig, raw.pop("shares", {}), "shares", base),
+        )
+        if raw:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(raw))}")
+        if agents_raw is not None:
+            if not isinstance(agents_raw, dict) or not agents_raw:
+                raise ConfigError("[agents.NAME] tables expected, e.g. [agents.pc1]")
+            cfg.agents = [
+                _build(AgentConfig, {"name": name, **table}, f"agents.{name}", base)
+                for name, table in agents_raw.items()
+            ]
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, with the reason."""
+        names = [a.name for a in self.agents]
+        if len(set(names)) != len(names):
+            raise ConfigError("agent names must be unique")
+        for a in self.agents:
+            for stage in (*a.roles, *a.prefer):
+                if stage not in STAGES:
+                    raise ConfigError(f"agents.{a.name}: unknown stage {stage!r} (use {', '.join(STAGES)})")
+            if not 0.0 <= a.gpu_memory_fraction <= 1.0:
+                raise ConfigError(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
+            split_hostport(a.listen)
+        if self.coordinator.batch_size < 1:
+            raise ConfigError("coordinator.batch_size must be at least 1")
+
+    def agent(self, name: str | None = None) -> AgentConfig:
+        """The agent called `name` ($ARTIFEX_AGENT); the only one when there is one."""
+        name = name or os.environ.get("ARTIFEX_AGENT") or None
+        if name is None:
+            if len(self.agents) == 1:
+                return self.agents[0]
+            raise ConfigError(f"several agents are configured ({', '.join(a.name for a in self.agents)}): pass --name")
+        for a in self.agents:
+            if a.name == name:
+                return a
+        raise ConfigError(f"no agent named {name!r} in the config ({', '.join(a.name for a in self.agents)})")
+
+
+def split_hostport(address: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port), with a clear error."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address {address!r} must look like host:port")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(address: str) -> bool:
+    """True when `address` only listens on this machine."""
+    host, _ = split_hostport(address)
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _build(kind: type, table: dict[str, Any], where: str, base: Path | None) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"[{where}] unknown key(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        default = getattr(kind(), key)
+        if isinstance(default, Path):
+            value = Path(str(value)).expanduser()
+            if base is not None and not value.is_absolute():
+                value = base / value
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"[{where}] {key} must be true or false")
+        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+            raise ConfigError(f"[{where}] {key} must be a number")
+        elif isinstance(default, list) and not isinstance(value, list):
+            raise ConfigError(f"[{where}] {key} must be a list")
+        values[key] = value
+    return kind(**values)

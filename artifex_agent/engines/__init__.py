@@ -1,0 +1,1 @@
+"""Generation, upscale and encode engines: plain Python and torch, no gRPC inside."""

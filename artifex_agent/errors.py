@@ -1,0 +1,46 @@
+"""The one domain exception family, and the named exit codes."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, so a service manager can tell a crash from a bad config."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    # Could not start: bad config, port in use, refused insecure bind (do not restart).
+    STARTUP_FAILURE = 3
+    # A health check failed.
+    UNHEALTHY = 4
+    INTERRUPTED = 130
+
+
+class ArtifexError(Exception):
+    """An error a user can act on; printed without a traceback."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class ConfigError(ArtifexError):
+    """The configuration cannot work."""
+
+    exit_code = ExitCode.STARTUP_FAILURE
+
+
+class RequestError(ArtifexError):
+    """A request is malformed or asks for something the agent cannot do (INVALID_ARGUMENT)."""
+
+
+class NotFoundError(ArtifexError):
+    """A named model or file does not exist (NOT_FOUND)."""
+
+
+class ResourceError(ArtifexError):
+    """Out of GPU memory or over a limit (RESOURCE_EXHAUSTED)."""
+
+
+class StreamError(ArtifexError):
+    """A bulk stream broke its header/trailer contract (DATA_LOSS or INVALID_ARGUMENT)."""

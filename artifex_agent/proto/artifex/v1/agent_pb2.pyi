@@ -1,0 +1,300 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PayloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYLOAD_KIND_UNSPECIFIED: _ClassVar[PayloadKind]
+    PAYLOAD_KIND_RGB24: _ClassVar[PayloadKind]
+    PAYLOAD_KIND_LATENT: _ClassVar[PayloadKind]
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TASK_T2V: _ClassVar[Task]
+    TASK_I2V: _ClassVar[Task]
+PAYLOAD_KIND_UNSPECIFIED: PayloadKind
+PAYLOAD_KIND_RGB24: PayloadKind
+PAYLOAD_KIND_LATENT: PayloadKind
+TASK_UNSPECIFIED: Task
+TASK_T2V: Task
+TASK_I2V: Task
+
+class StreamHeader(_message.Message):
+    __slots__ = ("kind", "width", "height", "channels", "frame_count", "frame_bytes", "fps", "dtype", "shape", "clip_count", "model", "protocol_version")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    kind: PayloadKind
+    width: int
+    height: int
+    channels: int
+    frame_count: int
+    frame_bytes: int
+    fps: float
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    clip_count: int
+    model: str
+    protocol_version: int
+    def __init__(self, kind: _Optional[_Union[PayloadKind, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., frame_count: _Optional[int] = ..., frame_bytes: _Optional[int] = ..., fps: _Optional[float] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., clip_count: _Optional[int] = ..., model: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+
+class StreamTrailer(_message.Message):
+    __slots__ = ("frame_count", "total_bytes", "checksum")
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    frame_count: int
+    total_bytes: int
+    checksum: str
+    def __init__(self, frame_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("stage", "step", "total", "message", "elapsed_s")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    step: int
+    total: int
+    message: str
+    elapsed_s: float
+    def __init__(self, stage: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_2_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PATH_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    task: Task
+    prompts: _containers.RepeatedScalarFieldContainer[str]
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    steps: int
+    guidance_scale: float
+    guidance_scale_2: float
+    seed: int
+    fps: float
+    image: bytes
+    image_path: str
+    output: PayloadKind
+    job_id: str
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., prompts: _Optional[_Iterable[str]] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[bytes] = ..., image_path: _Optional[str] = ..., output: _Optional[_Union[PayloadKind, str]] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class GenerateEvent(_message.Message):
+    __slots__ = ("progress", "header", "chunk", "trailer")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    TRAILER_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    header: StreamHeader
+    chunk: bytes
+    trailer: StreamTrailer
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[StreamTrailer, _Mapping]] = ...) -> None: ...
+
+class PostSpec(_message.Message):
+    __slots__ = ("output_name", "upscale", "upscale_model", "codec", "crf", "preset", "fps", "encoder", "encode", "job_id", "split_clips")
+    OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    CRF_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_CLIPS_FIELD_NUMBER: _ClassVar[int]
+    output_name: str
+    upscale: int
+    upscale_model: str
+    codec: str
+    crf: int
+    preset: str
+    fps: float
+    encoder: str
+    encode: bool
+    job_id: str
+    split_clips: bool
+    def __init__(self, output_name: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., codec: _Optional[str] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., fps: _Optional[float] = ..., encoder: _Optional[str] = ..., encode: _Optional[bool] = ..., job_id: _Optional[str] = ..., split_clips: _Optional[bool] = ...) -> None: ...
+
+class PostProcessRequest(_message.Message):
+    __slots__ = ("spec", "header", "chunk", "trailer")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    TRAILER_FIELD_NUMBER: _ClassVar[int]
+    spec: PostSpec
+    header: StreamHeader
+    chunk: bytes
+    trailer: StreamTrailer
+    def __init__(self, spec: _Optional[_Union[PostSpec, _Mapping]] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[StreamTrailer, _Mapping]] = ...) -> None: ...
+
+class PostResult(_message.Message):
+    __slots__ = ("output_paths", "output_bytes", "frames", "width", "height", "codec", "encoder", "sha256", "receive_s", "upscale_s", "encode_s", "payload_bytes")
+    OUTPUT_PATHS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    RECEIVE_S_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_S_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_S_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    output_paths: _containers.RepeatedScalarFieldContainer[str]
+    output_bytes: int
+    frames: int
+    width: int
+    height: int
+    codec: str
+    encoder: str
+    sha256: _containers.RepeatedScalarFieldContainer[str]
+    receive_s: float
+    upscale_s: float
+    encode_s: float
+    payload_bytes: int
+    def __init__(self, output_paths: _Optional[_Iterable[str]] = ..., output_bytes: _Optional[int] = ..., frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., codec: _Optional[str] = ..., encoder: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ..., receive_s: _Optional[float] = ..., upscale_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
+
+class PostProcessEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: PostResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PostResult, _Mapping]] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GpuInfo(_message.Message):
+    __slots__ = ("index", "name", "memory_total", "memory_used", "temperature_c", "utilization_pct", "driver")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PCT_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    memory_total: int
+    memory_used: int
+    temperature_c: int
+    utilization_pct: int
+    driver: str
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., temperature_c: _Optional[int] = ..., utilization_pct: _Optional[int] = ..., driver: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "kind", "complete", "problem", "two_experts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    TWO_EXPERTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    complete: bool
+    problem: str
+    two_experts: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ...) -> None: ...
+
+class AgentInfo(_message.Message):
+    __slots__ = ("name", "protocol_version", "version", "hostname", "platform", "gpus", "models", "encoders", "roles", "torch_version", "cuda_version", "time_unix", "active_streams", "gpu_problem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ENCODERS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    TORCH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CUDA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    GPU_PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    protocol_version: int
+    version: str
+    hostname: str
+    platform: str
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuInfo]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    encoders: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    torch_version: str
+    cuda_version: str
+    time_unix: float
+    active_streams: int
+    gpu_problem: str
+    def __init__(self, name: _Optional[str] = ..., protocol_version: _Optional[int] = ..., version: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoders: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., torch_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., time_unix: _Optional[float] = ..., active_streams: _Optional[int] = ..., gpu_problem: _Optional[str] = ...) -> None: ...
+
+class EchoMessage(_message.Message):
+    __slots__ = ("seq", "payload", "sent_unix")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    payload: bytes
+    sent_unix: float
+    def __init__(self, seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., sent_unix: _Optional[float] = ...) -> None: ...
+
+class BandwidthRequest(_message.Message):
+    __slots__ = ("total_bytes", "chunk_bytes")
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    total_bytes: int
+    chunk_bytes: int
+    def __init__(self, total_bytes: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class BandwidthChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class BandwidthResult(_message.Message):
+    __slots__ = ("bytes", "seconds")
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    seconds: float
+    def __init__(self, bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
