@@ -52,6 +52,8 @@ class AgentConfig:
     max_height: int = 1920
     max_frames: int = 241
     max_batch: int = 8
+    # Models loaded at start-up; health says SERVING only once they are resident.
+    preload: list[str] = field(default_factory=list)
     # Prometheus metrics port; 0: off.
     metrics_port: int = 0
 

@@ -1,0 +1,66 @@
+"""`artifex-agent demo`: two agents on loopback, a tiny Wan2.2 checkpoint, a real MP4 out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from artifex_agent.cli.jobargs import parse_size
+from artifex_agent.cli.options import env
+from artifex_agent.cli.submit import print_result, run_direct
+from artifex_agent.config import default_home
+from artifex_agent.local_cluster import LocalCluster
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "demo", help="run the whole pipeline on this machine with a tiny built-in model",
+        description="Starts two agents on 127.0.0.1 (one generates, one upscales and encodes), builds a tiny "
+                    "random-weight Wan2.2-architecture checkpoint once (offline), and writes an MP4.")
+    p.add_argument("--workdir", type=Path, default=env("--workdir", str(default_home() / "demo")),
+                   help="where the checkpoint, logs and output go")
+    p.add_argument("--prompt", default="a red fox running through snow, cinematic")
+    p.add_argument("--size", type=parse_size, default=(64, 64), help="WIDTHxHEIGHT of the generated clip")
+    p.add_argument("--frames", type=int, default=17)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--upscale", type=int, default=4)
+    p.add_argument("--codec", default="h264", choices=["h264", "hevc"])
+    p.add_argument("--fresh", action="store_true", help="rebuild the checkpoint and start from an empty workdir")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fresh and args.workdir.exists():
+        shutil.rmtree(args.workdir)
+    with LocalCluster(args.workdir, log=print) as cluster:
+        width, height = args.size
+        request = pb.GenerateRequest(
+            model=cluster.model, task=pb.TASK_T2V, prompts=[args.prompt], width=width, height=height,
+            num_frames=args.frames, steps=args.steps, guidance_scale=args.guidance, seed=args.seed, fps=16,
+            output=pb.PAYLOAD_KIND_RGB24)
+        spec = pb.PostSpec(output_name=f"demo-{time.strftime('%Y%m%d-%H%M%S')}", upscale=args.upscale,
+                           codec=args.codec, crf=20, fps=16, encoder="auto", encode=True)
+        print(f"generating on agent 'gen' ({cluster.address('gen')}), post-processing on 'post' "
+              f"({cluster.address('post')})")
+        result = asyncio.run(run_direct(cluster.config, "gen", "post", request, spec, progress=not args.no_progress))
+    print_result(result)
+    print(describe_video(Path(result.result.output_paths[0])))
+    return 0
+
+
+def describe_video(path: Path) -> str:
+    """Frames, size and codec as a decoder sees them (proof the file is a real video)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return (f"verified with PyAV: {frames} frames {stream.codec_context.width}x{stream.codec_context.height} "
+                f"{stream.codec_context.name}, {path.stat().st_size} bytes")

@@ -1,0 +1,152 @@
+"""Generate: progress events while the pipeline runs, then the clip as a frame stream."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import numpy as np
+
+from artifex_agent.config import AgentConfig
+from artifex_agent.engines.generation import GenerationEngine, GenerationRequest, GenerationResult
+from artifex_agent.engines.paths import confined_path
+from artifex_agent.errors import RequestError
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
+from artifex_agent.services.activity import Activity
+from artifex_agent.services.errors import streaming
+from artifex_agent.transport import frames, wire
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGE_BYTES = 32 << 20
+
+
+def to_engine_request(request: pb.GenerateRequest, cfg: AgentConfig) -> GenerationRequest:
+    """Translate the wire request, loading an i2v image from bytes or a confined path."""
+    if request.task == pb.TASK_UNSPECIFIED and (request.image or request.image_path):
+        task = "i2v"
+    else:
+        task = "i2v" if request.task == pb.TASK_I2V else "t2v"
+    image = None
+    if task == "i2v":
+        image = _load_image(request, cfg)
+    return GenerationRequest(
+        model=request.model,
+        prompts=list(request.prompts),
+        task=task,
+        negative_prompt=request.negative_prompt,
+        width=request.width,
+        height=request.height,
+        num_frames=request.num_frames,
+        steps=request.steps,
+        guidance_scale=request.guidance_scale or 1.0,
+        guidance_scale_2=request.guidance_scale_2 or None,
+        seed=request.seed,
+        image=image,
+        output="latent" if request.output == pb.PAYLOAD_KIND_LATENT else "rgb",
+    )
+
+
+def _load_image(request: pb.GenerateRequest, cfg: AgentConfig) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    if request.image and request.image_path:
+        raise RequestError("give the i2v image as bytes or as image_path, not both")
+    if request.image_path:
+        path = confined_path(cfg.inputs_root, request.image_path)
+        if not path.is_file():
+            raise RequestError(f"image {request.image_path!r} is not a file under the inputs folder")
+        data = path.read_bytes()
+    elif request.image:
+        data = request.image
+    else:
+        raise RequestError("i2v needs an image (bytes in the request or image_path under the inputs folder)")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise RequestError(f"image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in ("PNG", "JPEG", "WEBP"):
+                raise RequestError(f"image format {img.format} is not PNG, JPEG or WEBP")
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RequestError(f"image cannot be read: {exc}") from None
+
+
+class GenerateService(agent_pb2_grpc.GenerateServicer):
+    """Runs one generation at a time on this agent's GPU and streams the result."""
+
+    def __init__(self, engine: GenerationEngine, cfg: AgentConfig, activity: Activity, chunk_bytes: int = 0) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.activity = activity
+        self.chunk_bytes = chunk_bytes
+        # The GPU runs one pipeline at a time; a single worker thread keeps torch off the event loop.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+
+    @streaming
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        req = to_engine_request(request, self.cfg)
+        self.engine.validate(req)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[pb.Progress] = asyncio.Queue()
+        cancel = threading.Event()
+        start = time.monotonic()
+
+        def on_step(step: int, total: int) -> None:
+            progress = pb.Progress(stage="denoise", step=step, total=total, elapsed_s=time.monotonic() - start)
+            loop.call_soon_threadsafe(events.put_nowait, progress)
+
+        with self.activity.track("generate", request.job_id):
+            yield wire.encode_progress(pb.Progress(stage="queued", message=f"model {req.model}"))
+            future = loop.run_in_executor(self.executor, lambda: self.engine.generate(req, on_step=on_step,
+                                                                                        cancel=cancel))
+            try:
+                while not future.done():
+                    getter = asyncio.ensure_future(events.get())
+                    done, _ = await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter in done:
+                        yield wire.encode_progress(getter.result())
+                    else:
+                        getter.cancel()
+                while not events.empty():
+                    yield wire.encode_progress(events.get_nowait())
+                result = future.result()
+            finally:
+                # The client went away (or we failed): stop denoising and free the GPU soon.
+                cancel.set()
+            async for message in self._stream(result, request, start):
+                yield message
+
+    async def _stream(self, result: GenerationResult, request: pb.GenerateRequest,
+                      start: float) -> AsyncIterator[bytes]:
+        clips: Any
+        if result.latents is not None:
+            latents = result.latents.contiguous()
+            shape = tuple(latents.shape[1:])
+            header = frames.latent_header(shape, str(latents.dtype).removeprefix("torch."), latents.shape[0],
+                                          result.fps, clip_count=latents.shape[0], model=result.model,
+                                          width=request.width, height=request.height)
+            clips = [latents[i].numpy() for i in range(latents.shape[0])]
+        else:
+            assert result.frames is not None
+            n_clips, n_frames, h, w, _ = result.frames.shape
+            header = frames.rgb_header(w, h, n_clips * n_frames, result.fps, clip_count=n_clips, model=result.model)
+            # Frame by frame: a copy (if any) is one frame, never the clip.
+            clips = (np.ascontiguousarray(result.frames[c, f]) for c in range(n_clips) for f in range(n_frames))
+        sender = frames.FrameSender(header, self.chunk_bytes)
+        yield wire.encode_progress(pb.Progress(stage="stream", total=header.frame_count,
+                                               elapsed_s=time.monotonic() - start))
+        yield sender.header_message()
+        for frame in clips:
+            for message in sender.frame_messages(frame):
+                yield message
+        yield sender.trailer_message()
+        logger.info("job %s: streamed %d frames (%d bytes)", request.job_id or "-", sender.frames, sender.bytes)

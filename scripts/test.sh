@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (once) and run the whole test suite; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+scripts/system-deps.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
+.venv/bin/python scripts/gen_protos.py --check
+.venv/bin/ruff check artifex_agent tests bench scripts
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
