@@ -47,7 +47,13 @@ def build_tiny_checkpoint(
     flow_shift: float = 3.0,
 ) -> Path:
     """Write a random-weight Wan2.2 model folder (diffusers layout) at `path`; same seed, same bytes."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanImageToVideoPipeline,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
     from transformers import UMT5Config, UMT5EncoderModel
     from transformers.utils import logging as hf_logging
 
@@ -100,26 +106,23 @@ def build_tiny_checkpoint(
         # Wan2.2 I2V feeds the image as latents beside the noise: noise (z) + mask (4) + image latents (z).
         in_channels = 2 * z_dim + 4 if variant == "i2v-a14b" else z_dim
 
-        def transformer() -> torch.nn.Module:
-            from diffusers import WanTransformer3DModel
-
-            return WanTransformer3DModel(
-                patch_size=(1, 2, 2),
-                num_attention_heads=heads,
-                attention_head_dim=head_dim,
-                in_channels=in_channels,
-                out_channels=z_dim,
-                text_dim=text_dim,
-                freq_dim=256,
-                ffn_dim=ffn_dim,
-                num_layers=layers,
-                cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads",
-                rope_max_seq_len=32,
-            )
-
-        transformer_1 = transformer()
-        transformer_2 = transformer() if variant in BOUNDARY_RATIO else None
+        expert = {
+            "patch_size": (1, 2, 2),
+            "num_attention_heads": heads,
+            "attention_head_dim": head_dim,
+            "in_channels": in_channels,
+            "out_channels": z_dim,
+            "text_dim": text_dim,
+            "freq_dim": 256,
+            "ffn_dim": ffn_dim,
+            "num_layers": layers,
+            "cross_attn_norm": True,
+            "qk_norm": "rms_norm_across_heads",
+            "rope_max_seq_len": 32,
+        }
+        transformer_1 = WanTransformer3DModel(**expert)  # type: ignore[arg-type]
+        # A14B: a high-noise expert, then a low-noise one with the same shape and its own weights.
+        transformer_2 = WanTransformer3DModel(**expert) if variant in BOUNDARY_RATIO else None  # type: ignore[arg-type]
     scheduler = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift, num_train_timesteps=1000
     )
