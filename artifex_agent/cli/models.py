@@ -16,7 +16,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--name", default=env("--name"), help="agent whose models_root to list")
     p.add_argument("--build-tiny", type=Path, metavar="DIR",
                    help="write a tiny random-weight Wan2.2 checkpoint into DIR (offline)")
-    p.add_argument("--variant", default="t2v-a14b", choices=["t2v", "t2v-a14b", "i2v-a14b"])
+    p.add_argument("--variant", default="t2v-a14b", choices=["t2v", "t2v-a14b", "i2v-a14b", "ti2v"])
 
 
 def run(args: argparse.Namespace) -> int:
