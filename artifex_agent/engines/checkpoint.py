@@ -118,7 +118,7 @@ def build_tiny_checkpoint(
             "num_layers": layers,
             "cross_attn_norm": True,
             "qk_norm": "rms_norm_across_heads",
-            "rope_max_seq_len": 32,
+            "rope_max_seq_len": 1024,  # as the real Wan2.2 models: RoPE covers up to 1024 positions
         }
         transformer_1 = WanTransformer3DModel(**expert)  # type: ignore[arg-type]
         # A14B: a high-noise expert, then a low-noise one with the same shape and its own weights.

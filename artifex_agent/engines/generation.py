@@ -267,6 +267,10 @@ class GenerationEngine:
             raise RequestError(f"num_frames must be {k}k+1, e.g. {near}; got {n}")
         if n > self.max_frames:
             raise RequestError(f"num_frames {n} is over this agent's limit of {self.max_frames}")
+        latent_frames = (n - 1) // k + 1
+        if max(latent_frames, req.width // rules.spatial, req.height // rules.spatial) > rules.max_positions:
+            raise RequestError(f"{n} frames at {req.width}x{req.height} is more than {req.model}'s position "
+                               f"embedding covers ({rules.max_positions} positions per axis)")
         if not isinstance(req.steps, int) or not 1 <= req.steps <= MAX_STEPS:
             raise RequestError(f"steps must be within 1..{MAX_STEPS}, got {req.steps!r}")
         for label, scale in (("guidance_scale", req.guidance_scale), ("guidance_scale_2", req.guidance_scale_2)):

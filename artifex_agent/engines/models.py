@@ -38,6 +38,8 @@ class SizeRules:
 
     spatial: int  # width and height must be multiples: vae spatial scale x transformer patch
     temporal: int  # num_frames must be temporal * k + 1: vae temporal scale
+    # RoPE positions per axis (latent frames, height and width patches must fit).
+    max_positions: int = 1024
 
 
 def size_rules(entry: ModelEntry) -> SizeRules:
@@ -48,7 +50,8 @@ def size_rules(entry: ModelEntry) -> SizeRules:
     )
     patch = transformer.get("patch_size") or [1, 2, 2]
     spatial = int(vae.get("scale_factor_spatial") or 8) * int(max(patch[1], patch[2]))
-    return SizeRules(spatial=spatial, temporal=int(vae.get("scale_factor_temporal") or 4))
+    return SizeRules(spatial=spatial, temporal=int(vae.get("scale_factor_temporal") or 4),
+                     max_positions=int(transformer.get("rope_max_seq_len") or 1024))
 
 
 def list_models(root: Path) -> list[ModelEntry]:
