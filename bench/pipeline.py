@@ -15,12 +15,11 @@ import asyncio
 import sys
 import time
 
-from bench._common import emit, workdir
-
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.relay import generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
+from bench._common import emit, workdir
 
 
 def peak_rss_mb(pid: int) -> float:
