@@ -1,0 +1,73 @@
+"""The cluster file: defaults that work on one machine, clear errors for what cannot work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from artifex_agent.config import ClusterConfig, is_loopback
+from artifex_agent.errors import ConfigError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cluster.toml"
+    p.write_text(text)
+    return p
+
+
+def test_no_file_gives_a_single_loopback_agent() -> None:
+    cfg = ClusterConfig.load(None)
+    assert [a.name for a in cfg.agents] == ["local"]
+    assert is_loopback(cfg.agent().listen)
+
+
+def test_two_agents_from_the_seed_layout(tmp_path: Path) -> None:
+    cfg = ClusterConfig.load(_write(tmp_path, """
+[security]
+token = "s3cret"
+[agents.pc1]
+listen = "10.0.0.1:50051"
+prefer = ["generate"]
+models_root = "/data/models"
+[agents.pc2]
+listen = "10.0.0.2:50051"
+prefer = ["post"]
+output_root = "renders"
+"""))
+    assert cfg.agent("pc1").models_root == Path("/data/models")
+    assert cfg.agent("pc2").output_root == tmp_path / "renders"  # relative to the file
+    assert cfg.security.resolved_token() == "s3cret"
+    with pytest.raises(ConfigError, match="pass --name"):
+        cfg.agent()
+    with pytest.raises(ConfigError, match="no agent named 'pc3'"):
+        cfg.agent("pc3")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[agents.a]\nlisten = 'nope'", "host:port"),
+    ("[agents.a]\nroles = ['render']", "unknown stage"),
+    ("[agents.a]\nlisten_port = 1", "unknown key"),
+    ("[agentz.a]\n", "unknown config section"),
+    ("[agents.a]\ngpu_memory_fraction = 1.5", "within 0..1"),
+    ("[agents.a]\ncpu_offload = 'yes'", "true or false"),
+    ("[coordinator]\nbatch_size = 0", "at least 1"),
+    ("[agents\n", "not valid TOML"),
+])
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        ClusterConfig.load(_write(tmp_path, text))
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        ClusterConfig.load(tmp_path / "nope.toml")
+
+
+def test_token_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tok").write_text("from-file\n")
+    cfg = ClusterConfig.load(_write(tmp_path, f"[security]\ntoken_file = '{tmp_path / 'tok'}'\n"))
+    monkeypatch.delenv("ARTIFEX_TOKEN", raising=False)
+    assert cfg.security.resolved_token() == "from-file"
+    monkeypatch.setenv("ARTIFEX_TOKEN", "from-env")
+    assert cfg.security.resolved_token() == "from-env"
