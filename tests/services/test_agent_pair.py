@@ -180,3 +180,20 @@ def test_client_that_vanishes_mid_stream_leaves_nothing_and_agent_serves_on(pair
     assert not (outputs(pair) / "raw" / "vanish.mp4").exists()
     res = asyncio.run(_post(pair, [_spec("raw/after"), *_stream()]))
     assert res.frames == 3
+
+
+def test_spandrel_upscale_model_named_in_the_spec(pair: LocalCluster) -> None:
+    from safetensors.torch import save_file
+
+    from tests.engines.test_upscale import esrgan_state
+
+    upscale_dir = pair.models_root / "upscale"
+    upscale_dir.mkdir(exist_ok=True)
+    save_file(esrgan_state(scale=2), str(upscale_dir / "tiny-esrgan-2x.safetensors"))
+    spec = pb.PostSpec(output_name="esrgan/clip", upscale=2, upscale_model="tiny-esrgan-2x.safetensors", encode=True)
+    res = asyncio.run(_relay(pair, _request(pair), spec)).result
+    assert (res.width, res.height, res.frames) == (64, 64, 5)
+    with pytest.raises(RemoteError) as err:
+        asyncio.run(_relay(pair, _request(pair), pb.PostSpec(output_name="esrgan/x", upscale=2,
+                                                               upscale_model="nope.safetensors", encode=True)))
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
