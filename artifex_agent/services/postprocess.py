@@ -19,7 +19,7 @@ import numpy as np
 
 from artifex_agent.config import AgentConfig
 from artifex_agent.engines.encode import EncodeResult, VideoEncoder
-from artifex_agent.engines.paths import safe_output_path
+from artifex_agent.engines.paths import confined_path, safe_output_path
 from artifex_agent.engines.upscale import Upscaler
 from artifex_agent.errors import RequestError, StreamError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
@@ -48,8 +48,6 @@ def check_spec(spec: pb.PostSpec, cfg: AgentConfig) -> tuple[Path | None, Path |
         raise RequestError(f"crf {spec.crf} is outside 0..63")
     model = None
     if spec.upscale_model:
-        from artifex_agent.engines.paths import confined_path
-
         model = confined_path(cfg.models_root / "upscale", spec.upscale_model)
     output = None
     if spec.encode:
@@ -183,11 +181,14 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
             msg = wire.decode(raw, first_field="spec")
             if msg.kind == "chunk":
                 assert msg.payload is not None
+                completed = 0
                 for view in receiver.on_chunk(msg.payload):
+                    completed += 1
                     batch.append(frames.as_rgb(view, header))
                     if len(batch) == BATCH_FRAMES:
                         await submit(batch)
                         batch = []
+                self.activity.count_frames("received", completed, len(msg.payload))
                 now = time.monotonic()
                 if now - last_report > 0.25:
                     last_report = now
