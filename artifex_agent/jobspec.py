@@ -70,16 +70,18 @@ class JobSpec:
             raise RequestError("guidance must be at least 1.0")
         if not 1.0 <= self.fps <= 240.0:
             raise RequestError(f"fps must be within 1..240; got {self.fps}")
-        for name, value, allowed in (("codec", self.codec, CODECS), ("encoder", self.encoder, ENCODERS),
-                                     ("split", self.split, SPLITS), ("decode_on", self.decode_on, DECODE_ON)):
-            if value not in allowed:
-                raise RequestError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+            ("codec", self.codec, CODECS), ("encoder", self.encoder, ENCODERS), ("split", self.split, SPLITS),
+            ("decode_on", self.decode_on, DECODE_ON))
+        for name, choice, allowed in choices:
+            if choice not in allowed:
+                raise RequestError(f"{name} {choice!r} is not one of {', '.join(allowed)}")
         if self.split == "cfg" and self.guidance <= 1.0:
             raise RequestError("split 'cfg' needs guidance > 1 (with guidance 1 there is no unconditional pass)")
-        for name, value in (("output", self.output), ("image", self.image), ("upscale_model", self.upscale_model)):
-            if value and (".." in Path(value.replace("\\", "/")).parts or Path(value).is_absolute()
-                          or re.match(r"^[A-Za-z]:|^[\\/]", value)):
-                raise RequestError(f"{name} {value!r} must be a relative name without '..'")
+        for name, text in (("output", self.output), ("image", self.image), ("upscale_model", self.upscale_model)):
+            if text and (".." in Path(text.replace("\\", "/")).parts or Path(text).is_absolute()
+                         or re.match(r"^[A-Za-z]:|^[\\/]", text)):
+                raise RequestError(f"{name} {text!r} must be a relative name without '..'")
         return self
 
     @classmethod
@@ -140,7 +142,7 @@ class JobSpec:
                 self.negative, bool(self.image))
 
     def generate_request(self, *, job_id: str = "", prompts: list[str] | None = None,
-                         output: int = pb.PAYLOAD_KIND_RGB24) -> pb.GenerateRequest:
+                         output: pb.PayloadKind = pb.PAYLOAD_KIND_RGB24) -> pb.GenerateRequest:
         return pb.GenerateRequest(
             model=self.model, task=pb.TASK_I2V if self.image else pb.TASK_T2V, prompts=prompts or self.prompts,
             negative_prompt=self.negative, width=self.width, height=self.height, num_frames=self.frames,

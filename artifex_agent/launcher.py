@@ -64,7 +64,9 @@ class ChildProcess:
         """SIGTERM, then SIGKILL after `timeout`."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM if sys.platform != "win32" else signal.CTRL_BREAK_EVENT)
+        # Windows has no SIGTERM for console children; CTRL_BREAK reaches a new process group.
+        stop_signal = getattr(signal, "CTRL_BREAK_EVENT", signal.SIGTERM) if sys.platform == "win32" else signal.SIGTERM
+        self.proc.send_signal(stop_signal)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

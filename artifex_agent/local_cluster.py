@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from artifex_agent.config import ClusterConfig
 from artifex_agent.launcher import ChildProcess, start_agent, wait_serving
@@ -82,7 +82,8 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         built = not (self.models_root / self.model).exists()
-        ensure_tiny_checkpoint(self.models_root, name=self.model, variant=self.variant, **self.checkpoint_options)
+        ensure_tiny_checkpoint(self.models_root, name=self.model, variant=cast(Any, self.variant),
+                               **self.checkpoint_options)
         self.log(f"checkpoint {self.model}: {'built' if built else 'cached'} in {time.monotonic() - t0:.1f}s "
                  f"({self.models_root / self.model})")
         tables = {}
