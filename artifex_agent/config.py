@@ -56,6 +56,10 @@ class AgentConfig:
     preload: list[str] = field(default_factory=list)
     # Prometheus metrics port; 0: off.
     metrics_port: int = 0
+    # The PC's OS and its link NIC (netplan/ethtool name, or the Windows InterfaceAlias);
+    # `config render` writes that PC's host files from them. "" falls back to [network] interface.
+    platform: Literal["linux", "windows"] = "linux"
+    interface: str = ""
 
     @property
     def dial_address(self) -> str:
@@ -74,6 +78,14 @@ class SecurityConfig:
     tls_ca: str = ""
     # Allow a non-loopback listen address without a token.
     insecure: bool = False
+
+    def __post_init__(self) -> None:
+        # Both PCs read one cluster file, but each has its own certificate (`artifex-agent certs`):
+        # ARTIFEX_TLS_CERT / ARTIFEX_TLS_KEY / ARTIFEX_TLS_CA on a PC override the file's paths.
+        for key in ("tls_cert", "tls_key", "tls_ca"):
+            value = os.environ.get(f"ARTIFEX_{key.upper()}", "")
+            if value:
+                setattr(self, key, value)
 
     def resolved_token(self) -> str:
         """The token from the environment, the config, or the token file, in that order."""
@@ -105,6 +117,9 @@ class NetworkConfig:
     chunk_bytes: int = 0
     rtt_target_ms: float = 0.5
     bandwidth_target_gbit: float = 9.4
+    # NIC tuning `config render` writes (seed: ethtool -G rx/tx 4096, -L combined 8; RSS queues 8).
+    ring_buffers: int = 4096
+    queues: int = 8
 
 
 @dataclass
@@ -138,6 +153,22 @@ class WatcherConfig:
     # "auto": poll on network filesystems, inotify on local disks.
     mode: Literal["auto", "polling", "native"] = "auto"
     poll_interval_s: float = 1.0
+    # A file counts once its size and mtime stayed the same this long (0: one poll interval).
+    settle_s: float = 0.0
+    # Names this watcher's claims carry in processing/ ("" : the host name); one watcher per owner.
+    owner: str = ""
+    # Another watcher's claims are taken over once its heartbeat has not moved for this long.
+    claim_timeout_s: float = 300.0
+    # How often running jobs are looked up at the coordinator.
+    status_interval_s: float = 2.0
+    # Frame folders: the agent that post-processes them ("" : the first whose roles include post),
+    # the folder under that agent's output_root that results go to, and defaults a _post.toml overrides.
+    post_agent: str = ""
+    output_subdir: str = "drop"
+    frames_fps: float = 16.0
+    frames_upscale: int = 1
+    frames_codec: str = "h264"
+    frames_crf: int = 18
 
 
 @dataclass
@@ -147,6 +178,16 @@ class SharesConfig:
     models: str = "/data/models"
     projects: str = "/data/projects"
     cache: str = "/data/cache"
+    # Which agent's PC exports them (default: the first linux agent), and how.
+    server: str = ""
+    protocol: Literal["nfs", "smb"] = "nfs"
+    export_root: str = "/exports"
+    # Windows drive letters for projects and cache.
+    projects_drive: str = "P:"
+    cache_drive: str = "Z:"
+    # The Linux owner of the shares; the Windows NFS client writes as this uid/gid ("anon").
+    anon_uid: int = 1000
+    anon_gid: int = 1000
 
 
 @dataclass
@@ -214,6 +255,10 @@ class ClusterConfig:
             if not 0.0 <= a.gpu_memory_fraction <= 1.0:
                 raise ConfigError(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
             split_hostport(a.listen)
+            if a.platform not in ("linux", "windows"):
+                raise ConfigError(f"agents.{a.name}: platform must be linux or windows, not {a.platform!r}")
+        if self.shares.protocol not in ("nfs", "smb"):
+            raise ConfigError(f"shares.protocol must be nfs or smb, not {self.shares.protocol!r}")
         if self.coordinator.batch_size < 1:
             raise ConfigError("coordinator.batch_size must be at least 1")
 

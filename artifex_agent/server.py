@@ -16,17 +16,19 @@ from artifex_agent.engines import gpu
 from artifex_agent.engines.generation import GenerationEngine
 from artifex_agent.engines.paths import sweep_parts
 from artifex_agent.errors import ConfigError
+from artifex_agent.metrics import Metrics
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.diagnostics import DiagnosticsService
 from artifex_agent.services.generate import GenerateService
 from artifex_agent.services.postprocess import PostProcessService
+from artifex_agent.services.split import SplitService
 from artifex_agent.transport import options
 from artifex_agent.transport.security import TokenInterceptor, check_bind_allowed, server_credentials
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("artifex.v1.Generate", "artifex.v1.PostProcess", "artifex.v1.Diagnostics")
+SERVICES = ("artifex.v1.Generate", "artifex.v1.PostProcess", "artifex.v1.Diagnostics", "artifex.v1.Split")
 
 
 def _handlers(gen: GenerateService, post: PostProcessService, diag: DiagnosticsService) -> list[grpc.GenericRpcHandler]:
@@ -52,6 +54,9 @@ def _handlers(gen: GenerateService, post: PostProcessService, diag: DiagnosticsS
                 diag.Download, request_deserializer=pb.BandwidthRequest.FromString),
             "Upload": grpc.stream_unary_rpc_method_handler(
                 diag.Upload, response_serializer=pb.BandwidthResult.SerializeToString),
+            "Probe": grpc.unary_unary_rpc_method_handler(
+                diag.Probe, request_deserializer=pb.ProbeRequest.FromString,
+                response_serializer=pb.ProbeResult.SerializeToString),
         }),
     ]
 
@@ -69,6 +74,8 @@ class Agent:
     activity: Activity = field(default_factory=Activity)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     engine: GenerationEngine | None = None
+    metrics: Metrics | None = None
+    metrics_port: int = 0
 
     async def startup(self) -> None:
         """Build everything and start listening; raises ConfigError when it cannot."""
@@ -91,11 +98,13 @@ class Agent:
             max_height=cfg.max_height, max_frames=cfg.max_frames, max_batch=cfg.max_batch)
         chunk = self.cluster.network.chunk_bytes
         gen = GenerateService(self.engine, cfg, self.activity, chunk_bytes=chunk)
-        post = PostProcessService(cfg, self.activity)
-        diag = DiagnosticsService(cfg, self.activity)
+        post = PostProcessService(cfg, self.activity, engine=self.engine)
+        diag = DiagnosticsService(cfg, self.activity, self.cluster)
         interceptors = [TokenInterceptor(token)] if token else []
         self.server = grpc.aio.server(interceptors=interceptors, options=options.SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers(_handlers(gen, post, diag))
+        split = SplitService(self.engine, cfg, self.activity, chunk_bytes=chunk)
+        self.server.add_generic_rpc_handlers([split.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         creds = server_credentials(security)
         try:
@@ -107,6 +116,10 @@ class Agent:
             raise ConfigError(f"cannot listen on {cfg.listen}: {exc} (is another agent running?)") from None
         if self.port == 0:
             raise ConfigError(f"cannot listen on {cfg.listen} (address in use or not on this machine?)")
+        if cfg.metrics_port:
+            self.metrics = Metrics("agent", cfg.name, activity=self.activity, gpu=True)
+            self.activity.metrics = self.metrics
+            self.metrics_port = self.metrics.serve(cfg.listen, cfg.metrics_port)
         await self.server.start()
         for name in cfg.preload:
             logger.info("loading model %s", name)
@@ -136,6 +149,8 @@ class Agent:
             await self.server.stop(self.grace_s)
         if self.engine is not None:
             self.engine.close()
+        if self.metrics is not None:
+            self.metrics.close()
         gpu.release_memory()
         logger.info("agent %s stopped", self.cfg.name)
 
@@ -146,7 +161,8 @@ class Agent:
     async def serve_until_stopped(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGBREAK: how `artifex-agent down` and the Windows service ask a process to stop there.
+        for sig in (signal.SIGINT, signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])):
             try:
                 loop.add_signal_handler(sig, self.request_stop)
             except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers

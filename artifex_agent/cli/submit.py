@@ -1,39 +1,117 @@
-"""`artifex-agent submit`: one job straight to two agents (generate on one, post on the other)."""
+"""`artifex-agent submit`: queue a job at the coordinator (the default), or run it straight on two agents.
+
+With --generate-on/--post-on the job bypasses the coordinator: generated on one agent and
+post-processed on another, as a direct relay (no queue, no retry, no cache).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from artifex_agent.cli.jobargs import add_job_arguments, to_messages
 from artifex_agent.cli.options import add_config, env
 from artifex_agent.cli.progress import StageProgress
 from artifex_agent.config import ClusterConfig
+from artifex_agent.errors import ExitCode, RequestError
+from artifex_agent.jobspec import JobSpec
 from artifex_agent.relay import RelayResult, generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
 
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "submit", help="generate a clip on one agent and post-process it on another",
-        description="Runs one job directly on two agents named in the cluster file.")
+        "submit", help="queue a job at the coordinator (prints its id), or run it directly on two agents",
+        description="Queues one job at the coordinator and prints its id at once; --wait follows it to the end. "
+                    "With --generate-on/--post-on it runs directly on those agents instead.")
     add_config(p)
     add_job_arguments(p)
-    p.add_argument("--generate-on", default=env("--generate-on"), help="agent that generates (default: first)")
-    p.add_argument("--post-on", default=env("--post-on"), help="agent that post-processes (default: last)")
+    p.add_argument("--wait", action="store_true", default=env("--wait", False),
+                   help="follow the job with progress bars until it ends; exit 1 if it fails")
+    p.add_argument("--priority", type=int, default=env("--priority", 0), help="higher runs first")
+    p.add_argument("--idempotency-key", default=env("--idempotency-key", ""),
+                   help="resending with the same key gives the same job, never a second one")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+    p.add_argument("--generate-on", default=env("--generate-on"),
+                   help="direct mode: the agent that generates (bypasses the coordinator)")
+    p.add_argument("--post-on", default=env("--post-on"), help="direct mode: the agent that post-processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--split", default=env("--split", "none"), choices=["none", "experts", "cfg", "auto"],
+                   help="one job on both agents: experts (high-noise expert on --generate-on, low-noise on "
+                        "--post-on), cfg (conditional and unconditional passes on both), auto (docs/split.md)")
+    p.add_argument("--decode-on", default=env("--decode-on", "generate"), choices=["generate", "post"],
+                   help="where the VAE decodes: post sends latents over the link instead of frames")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (args.generate_on or args.post_on):
+        return run_queued(args)
     cluster = ClusterConfig.load(args.config)
     gen_cfg = cluster.agent(args.generate_on) if args.generate_on else cluster.agents[0]
     post_cfg = cluster.agent(args.post_on) if args.post_on else cluster.agents[-1]
     request, spec = to_messages(args)
+    if args.split != "none" or args.decode_on == "post":
+        from artifex_agent.split.direct import run_split_direct
+
+        return run_split_direct(cluster, gen_cfg.name, post_cfg.name, request, spec, split=args.split,
+                                decode_on=args.decode_on, progress=not args.no_progress)
     result = asyncio.run(run_direct(cluster, gen_cfg.name, post_cfg.name, request, spec,
                                     progress=not args.no_progress))
     print_result(result)
     return 0
+
+
+def spec_from_args(args: argparse.Namespace, cluster: ClusterConfig) -> JobSpec:
+    """The JobSpec the flags describe (an i2v image must lie in an agent's inputs folder)."""
+    width, height = args.size
+    seed = args.seed if args.seed >= 0 else int(time.time()) & 0x7FFFFFFF
+    return JobSpec(prompts=list(args.prompts), model=args.model, width=width, height=height, frames=args.frames,
+                   steps=args.steps, guidance=args.guidance, guidance_2=args.guidance_2, negative=args.negative,
+                   seed=seed, fps=args.fps, image=_image_name(args.image, cluster), upscale=args.upscale,
+                   upscale_model=args.upscale_model, codec=args.codec, crf=args.crf, preset=args.preset,
+                   encoder=args.encoder, output=args.output, priority=args.priority, split=args.split,
+                   decode_on=args.decode_on).validate()
+
+
+def _image_name(image: Path | None, cluster: ClusterConfig) -> str:
+    if image is None:
+        return ""
+    if not image.is_absolute():
+        return image.as_posix()
+    for agent in cluster.agents:
+        if image.resolve().is_relative_to(agent.inputs_root.resolve()):
+            return image.resolve().relative_to(agent.inputs_root.resolve()).as_posix()
+    raise RequestError(f"{image} is not in an agent's inputs folder; copy it there (e.g. "
+                       f"{cluster.agents[0].inputs_root}) and name it relative to that folder")
+
+
+def run_queued(args: argparse.Namespace) -> int:
+    """Submit to the coordinator; print the id at once, or follow the job with --wait."""
+    from artifex_agent.cli.jobs import follow, job_dict, print_job
+    from artifex_agent.client import JobsClient
+
+    cluster = ClusterConfig.load(args.config)
+    spec = spec_from_args(args, cluster)
+    with JobsClient.from_config(cluster) as client:
+        job_id = client.submit(spec, idempotency_key=args.idempotency_key)
+        if not args.wait:
+            if args.json:
+                print(json.dumps(job_dict(client.get(job_id)), indent=2))
+            else:
+                print(job_id)
+            return int(ExitCode.OK)
+        print(f"job {job_id} submitted to {client.address}", file=sys.stderr)
+        job = follow(client, job_id, progress=not args.no_progress and not args.json)
+    if args.json:
+        print(json.dumps(job_dict(job), indent=2))
+    else:
+        print_job(job)
+    return int(ExitCode.OK if job.state == "done" else ExitCode.FAILURE)
 
 
 async def run_direct(cluster: ClusterConfig, gen_name: str, post_name: str, request: Any, spec: Any,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -204,6 +205,16 @@ class GenerationEngine:
             len(req.prompts), req.width, req.height, req.num_frames, req.steps, req.model, seconds,
         )  # fmt: skip
         return GenerationResult(frames=frames, latents=latents, fps=FPS[entry.kind], model=req.model, seconds=seconds)
+
+    @contextlib.contextmanager
+    def exclusive(self, model: str) -> Iterator[Any]:
+        """Hold the engine (one job at a time) and yield the resident pipeline to drive step by step (split jobs)."""
+        with self._run_lock:
+            pipe = self.load(model)
+            try:
+                yield pipe
+            finally:
+                self._reset_offload(model)
 
     def decode(self, model: str, latents: torch.Tensor) -> np.ndarray:
         """Decode latents from output="latent" into uint8 frames (clips, F, H, W, 3), as the pipeline would."""

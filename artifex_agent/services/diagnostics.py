@@ -11,11 +11,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 import grpc
 
 from artifex_agent import PROTOCOL_VERSION, __version__
-from artifex_agent.config import AgentConfig
+from artifex_agent.config import AgentConfig, ClusterConfig, is_loopback, split_hostport
 from artifex_agent.engines import gpu
 from artifex_agent.engines.encode import available_encoders
 from artifex_agent.engines.models import list_models
-from artifex_agent.errors import RequestError
+from artifex_agent.errors import ConfigError, RequestError
+from artifex_agent.health import link
+from artifex_agent.health.system import interface_for
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
@@ -24,6 +26,9 @@ from artifex_agent.transport import options, wire
 
 MAX_BANDWIDTH_BYTES = 64 << 30
 MAX_ECHO_PAYLOAD = 1 << 20
+# Probe bounds: enough for any health run, not a way to keep an agent busy.
+MAX_PROBE_ECHOES = 10_000
+MAX_PROBE_SECONDS = 30.0
 
 
 def torch_versions() -> tuple[str, str]:
@@ -32,12 +37,21 @@ def torch_versions() -> tuple[str, str]:
     return torch.__version__, torch.version.cuda or ""
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
     """Answers Info, and the echo/bandwidth streams `artifex-agent health` measures with."""
 
-    def __init__(self, cfg: AgentConfig, activity: Activity) -> None:
+    def __init__(self, cfg: AgentConfig, activity: Activity, cluster: ClusterConfig | None = None) -> None:
         self.cfg = cfg
         self.activity = activity
+        # Probe dials peers with the cluster's credentials; without a cluster it is refused.
+        self.cluster = cluster
+        self._token = cluster.security.resolved_token() if cluster else ""
 
     @unary
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.AgentInfo:
@@ -46,6 +60,7 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
     def info(self) -> pb.AgentInfo:
         gpus, problem = gpu.gpu_info()
         torch_v, cuda_v = torch_versions()
+        iface = interface_for(split_hostport(self.cfg.dial_address)[0])
         return pb.AgentInfo(
             name=self.cfg.name, protocol_version=PROTOCOL_VERSION, version=__version__,
             hostname=socket.gethostname(), platform=platform.platform(),
@@ -54,7 +69,9 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
                                  two_experts=m.two_experts) for m in list_models(self.cfg.models_root)],
             encoders=available_encoders(), roles=list(self.cfg.roles),
             torch_version=torch_v, cuda_version=cuda_v, time_unix=time.time(),
-            active_streams=self.activity.count,
+            active_streams=self.activity.count, cuda_available=cuda_available(),
+            link_interface=iface.name if iface and not iface.loopback else "",
+            link_mtu=iface.mtu if iface and not iface.loopback else 0,
         )
 
     async def Echo(self, request_iterator: AsyncIterable[pb.EchoMessage],
@@ -62,6 +79,8 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
         async for message in request_iterator:
             if len(message.payload) > MAX_ECHO_PAYLOAD:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "echo payload over 1 MiB")
+            # Our clock on the way back: health estimates clock skew from the fastest round trip.
+            message.reply_unix = time.time()
             yield message
 
     @streaming
@@ -87,3 +106,20 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
                 start = time.perf_counter()
             total += wire.bandwidth_payload_size(raw)
         return pb.BandwidthResult(bytes=total, seconds=time.perf_counter() - start if start else 0.0)
+
+    @unary
+    async def Probe(self, request: pb.ProbeRequest, context: grpc.aio.ServicerContext) -> pb.ProbeResult:
+        if self.cluster is None:
+            raise RequestError("this agent has no cluster config to probe peers with")
+        try:
+            host, _ = split_hostport(request.address)
+        except ConfigError as exc:
+            raise RequestError(str(exc)) from None
+        # Only peers of this cluster (or loopback): the token must not turn agents into scanners.
+        peers = {split_hostport(a.dial_address)[0] for a in self.cluster.agents}
+        peers |= {split_hostport(a.listen)[0] for a in self.cluster.agents}
+        if host not in peers and not is_loopback(request.address):
+            raise RequestError(f"{request.address} is not an agent of this cluster")
+        if request.echo_count > MAX_PROBE_ECHOES or not 0 <= request.bandwidth_seconds <= MAX_PROBE_SECONDS:
+            raise RequestError(f"probe asks too much (at most {MAX_PROBE_ECHOES} echoes, {MAX_PROBE_SECONDS:.0f} s)")
+        return await link.probe_peer(request, self.cluster.security, self._token)

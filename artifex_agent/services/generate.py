@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import numpy as np
@@ -31,10 +32,10 @@ MAX_IMAGE_BYTES = 32 << 20
 
 def to_engine_request(request: pb.GenerateRequest, cfg: AgentConfig) -> GenerationRequest:
     """Translate the wire request, loading an i2v image from bytes or a confined path."""
-    if request.task == pb.TASK_UNSPECIFIED and (request.image or request.image_path):
-        task = "i2v"
-    else:
-        task = "i2v" if request.task == pb.TASK_I2V else "t2v"
+    # An unspecified task with an image means i2v: the image would otherwise be ignored.
+    i2v = request.task == pb.TASK_I2V or (request.task == pb.TASK_UNSPECIFIED and bool(request.image or
+                                                                                    request.image_path))
+    task: Literal["t2v", "i2v"] = "i2v" if i2v else "t2v"
     image = None
     if task == "i2v":
         image = _load_image(request, cfg)
@@ -50,6 +51,7 @@ def to_engine_request(request: pb.GenerateRequest, cfg: AgentConfig) -> Generati
         guidance_scale=request.guidance_scale or 1.0,
         guidance_scale_2=request.guidance_scale_2 or None,
         seed=request.seed,
+        seeds=list(request.seeds) or None,
         image=image,
         output="latent" if request.output == pb.PAYLOAD_KIND_LATENT else "rgb",
     )
@@ -106,12 +108,15 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
 
         with self.activity.track("generate", request.job_id):
             yield wire.encode_progress(pb.Progress(stage="queued", message=f"model {req.model}"))
-            future = loop.run_in_executor(self.executor, lambda: self.engine.generate(req, on_step=on_step,
-                                                                                        cancel=cancel))
+            # The copied context carries the job id into the engine's log lines (executors drop it).
+            context_ = contextvars.copy_context()
+            future = loop.run_in_executor(self.executor, context_.run, lambda: self.engine.generate(
+                req, on_step=on_step, cancel=cancel))
             try:
                 while not future.done():
                     getter = asyncio.ensure_future(events.get())
-                    done, _ = await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+                    waiting: set[asyncio.Future[Any]] = {getter, future}
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                     if getter in done:
                         yield wire.encode_progress(getter.result())
                     else:
@@ -146,7 +151,9 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
                                                elapsed_s=time.monotonic() - start))
         yield sender.header_message()
         for frame in clips:
+            sent = sender.bytes
             for message in sender.frame_messages(frame):
                 yield message
+            self.activity.count_frames("sent", 1, sender.bytes - sent)
         yield sender.trailer_message()
         logger.info("job %s: streamed %d frames (%d bytes)", request.job_id or "-", sender.frames, sender.bytes)

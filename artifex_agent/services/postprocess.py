@@ -13,6 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -26,6 +27,7 @@ from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.errors import streaming
+from artifex_agent.split.decode import LatentDecoder
 from artifex_agent.transport import frames, wire
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class _Job:
     frames_done: int = 0
     upscale_s: float = 0.0
     encode_s: float = 0.0
+    # A LatentDecoder when latents arrive (--decode-on post); None for RGB frames.
+    decoder: Any = None
 
     def clip_path(self, clip: int) -> Path:
         assert self.output is not None
@@ -99,8 +103,9 @@ class _Job:
             h, w = self.header.height, self.header.width
             ow, oh = self.upscaler.out_size(w, h)
             enc = VideoEncoder(self.clip_path(len(self.encoders)), ow, oh, self.spec.fps or self.header.fps or 16.0,
-                               codec=self.spec.codec or "h264", crf=self.spec.crf or 18, preset=self.spec.preset,
-                               encoder=self.spec.encoder or "auto")
+                               # check_spec() already limited codec and encoder to the allowed names.
+                               codec=cast(Any, self.spec.codec or "h264"), crf=self.spec.crf or 18,
+                               preset=self.spec.preset, encoder=cast(Any, self.spec.encoder or "auto"))
             self.encoders.append(enc)
         return self.encoders[clip]
 
@@ -119,9 +124,11 @@ class _Job:
 class PostProcessService(agent_pb2_grpc.PostProcessServicer):
     """Receives frames, checks them against header and trailer, upscales and encodes."""
 
-    def __init__(self, cfg: AgentConfig, activity: Activity) -> None:
+    def __init__(self, cfg: AgentConfig, activity: Activity, engine: Any = None) -> None:
         self.cfg = cfg
         self.activity = activity
+        # The GenerationEngine whose VAE decodes latent streams; None: RGB frames only.
+        self.engine = engine
 
     @streaming
     async def PostProcess(self, request_iterator: AsyncIterable[bytes],
@@ -139,15 +146,20 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
         receiver = frames.FrameReceiver(max_frames=self.cfg.max_frames * self.cfg.max_batch)
         receiver.on_header(second.header)
         header = second.header
-        if header.kind != frames.RGB24:
-            raise RequestError("this agent post-processes RGB24 frames")
+        decoder = None
+        if header.kind == frames.LATENT:
+            decoder = LatentDecoder(self.engine, header)
+            header = decoder.rgb_header()
+        elif header.kind != frames.RGB24:
+            raise RequestError("this agent post-processes RGB24 frames or latents")
         loop = asyncio.get_running_loop()
         # One worker thread per call: batches reach the encoder in order, off the event loop.
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="post")
         try:
             upscaler = await loop.run_in_executor(worker, lambda: Upscaler(
                 spec.upscale or 1, model, device=self.cfg.device, dtype=self.cfg.dtype))
-            job = _Job(spec, header, output, upscaler, per_clip=header.frame_count // (header.clip_count or 1))
+            job = _Job(spec, header, output, upscaler, per_clip=header.frame_count // (header.clip_count or 1),
+                       decoder=decoder)
             with self.activity.track("post", spec.job_id):
                 yield pb.PostProcessEvent(progress=pb.Progress(stage="receive", total=header.frame_count))
                 try:
@@ -184,10 +196,13 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
                 completed = 0
                 for view in receiver.on_chunk(msg.payload):
                     completed += 1
-                    batch.append(frames.as_rgb(view, header))
-                    if len(batch) == BATCH_FRAMES:
-                        await submit(batch)
-                        batch = []
+                    decoded = [frames.as_rgb(view, header)] if job.decoder is None else \
+                        await loop.run_in_executor(worker, job.decoder.decode, view)
+                    for frame in decoded:
+                        batch.append(frame)
+                        if len(batch) == BATCH_FRAMES:
+                            await submit(batch)
+                            batch = []
                 self.activity.count_frames("received", completed, len(msg.payload))
                 now = time.monotonic()
                 if now - last_report > 0.25:
@@ -215,7 +230,7 @@ def _result(job: _Job, receiver: frames.FrameReceiver, receive_s: float) -> pb.P
     return pb.PostResult(
         output_paths=[str(r.path) for r in job.results],
         output_bytes=sum(r.bytes for r in job.results),
-        frames=receiver.frames, width=ow, height=oh,
+        frames=job.frames_done, width=ow, height=oh,
         codec=enc.codec if enc else "", encoder=enc.encoder if enc else "",
         sha256=[r.sha256 for r in job.results],
         receive_s=receive_s, upscale_s=job.upscale_s, encode_s=job.encode_s, payload_bytes=receiver.bytes,

@@ -18,6 +18,7 @@ INFO = "/artifex.v1.Diagnostics/Info"
 ECHO = "/artifex.v1.Diagnostics/Echo"
 DOWNLOAD = "/artifex.v1.Diagnostics/Download"
 UPLOAD = "/artifex.v1.Diagnostics/Upload"
+PROBE = "/artifex.v1.Diagnostics/Probe"
 
 
 def open_channel(address: str, security: SecurityConfig | None = None) -> grpc.aio.Channel:
@@ -73,3 +74,9 @@ class AgentStub:
         """Send raw BandwidthChunk messages; returns the agent's count and time."""
         call = self.channel.stream_unary(UPLOAD, response_deserializer=pb.BandwidthResult.FromString)
         return call(requests, metadata=self.metadata, timeout=timeout)
+
+    async def probe(self, request: pb.ProbeRequest, timeout: float | None = None) -> pb.ProbeResult:
+        """Have the agent measure the link to a peer agent (RTT, bandwidth, clock)."""
+        call = self.channel.unary_unary(PROBE, request_serializer=pb.ProbeRequest.SerializeToString,
+                                        response_deserializer=pb.ProbeResult.FromString)
+        return await call(request, metadata=self.metadata, timeout=timeout)

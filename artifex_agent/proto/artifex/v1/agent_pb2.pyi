@@ -78,7 +78,7 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id")
+    __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id", "seeds")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class GenerateRequest(_message.Message):
     IMAGE_PATH_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: Task
     prompts: _containers.RepeatedScalarFieldContainer[str]
@@ -111,7 +112,8 @@ class GenerateRequest(_message.Message):
     image_path: str
     output: PayloadKind
     job_id: str
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., prompts: _Optional[_Iterable[str]] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[bytes] = ..., image_path: _Optional[str] = ..., output: _Optional[_Union[PayloadKind, str]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    seeds: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., prompts: _Optional[_Iterable[str]] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[bytes] = ..., image_path: _Optional[str] = ..., output: _Optional[_Union[PayloadKind, str]] = ..., job_id: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
     __slots__ = ("progress", "header", "chunk", "trailer")
@@ -236,7 +238,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("name", "protocol_version", "version", "hostname", "platform", "gpus", "models", "encoders", "roles", "torch_version", "cuda_version", "time_unix", "active_streams", "gpu_problem")
+    __slots__ = ("name", "protocol_version", "version", "hostname", "platform", "gpus", "models", "encoders", "roles", "torch_version", "cuda_version", "time_unix", "active_streams", "gpu_problem", "cuda_available", "link_interface", "link_mtu")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +253,9 @@ class AgentInfo(_message.Message):
     TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
     GPU_PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    CUDA_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    LINK_INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    LINK_MTU_FIELD_NUMBER: _ClassVar[int]
     name: str
     protocol_version: int
     version: str
@@ -265,17 +270,22 @@ class AgentInfo(_message.Message):
     time_unix: float
     active_streams: int
     gpu_problem: str
-    def __init__(self, name: _Optional[str] = ..., protocol_version: _Optional[int] = ..., version: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoders: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., torch_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., time_unix: _Optional[float] = ..., active_streams: _Optional[int] = ..., gpu_problem: _Optional[str] = ...) -> None: ...
+    cuda_available: bool
+    link_interface: str
+    link_mtu: int
+    def __init__(self, name: _Optional[str] = ..., protocol_version: _Optional[int] = ..., version: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoders: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., torch_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., time_unix: _Optional[float] = ..., active_streams: _Optional[int] = ..., gpu_problem: _Optional[str] = ..., cuda_available: _Optional[bool] = ..., link_interface: _Optional[str] = ..., link_mtu: _Optional[int] = ...) -> None: ...
 
 class EchoMessage(_message.Message):
-    __slots__ = ("seq", "payload", "sent_unix")
+    __slots__ = ("seq", "payload", "sent_unix", "reply_unix")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REPLY_UNIX_FIELD_NUMBER: _ClassVar[int]
     seq: int
     payload: bytes
     sent_unix: float
-    def __init__(self, seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., sent_unix: _Optional[float] = ...) -> None: ...
+    reply_unix: float
+    def __init__(self, seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., sent_unix: _Optional[float] = ..., reply_unix: _Optional[float] = ...) -> None: ...
 
 class BandwidthRequest(_message.Message):
     __slots__ = ("total_bytes", "chunk_bytes")
@@ -298,3 +308,45 @@ class BandwidthResult(_message.Message):
     bytes: int
     seconds: float
     def __init__(self, bytes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("address", "echo_count", "bandwidth_seconds", "timeout_s")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ECHO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    echo_count: int
+    bandwidth_seconds: float
+    timeout_s: float
+    def __init__(self, address: _Optional[str] = ..., echo_count: _Optional[int] = ..., bandwidth_seconds: _Optional[float] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class ProbeResult(_message.Message):
+    __slots__ = ("address", "reachable", "error", "rtt_p50_ms", "rtt_p99_ms", "download_gbit", "upload_gbit", "clock_offset_s", "clock_uncertainty_s", "download_cpu", "upload_cpu", "download_system_cpu", "upload_system_cpu")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RTT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    RTT_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_GBIT_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_GBIT_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_S_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_UNCERTAINTY_S_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_CPU_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_CPU_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_SYSTEM_CPU_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SYSTEM_CPU_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    reachable: bool
+    error: str
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    download_gbit: float
+    upload_gbit: float
+    clock_offset_s: float
+    clock_uncertainty_s: float
+    download_cpu: float
+    upload_cpu: float
+    download_system_cpu: float
+    upload_system_cpu: float
+    def __init__(self, address: _Optional[str] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ..., rtt_p50_ms: _Optional[float] = ..., rtt_p99_ms: _Optional[float] = ..., download_gbit: _Optional[float] = ..., upload_gbit: _Optional[float] = ..., clock_offset_s: _Optional[float] = ..., clock_uncertainty_s: _Optional[float] = ..., download_cpu: _Optional[float] = ..., upload_cpu: _Optional[float] = ..., download_system_cpu: _Optional[float] = ..., upload_system_cpu: _Optional[float] = ...) -> None: ...

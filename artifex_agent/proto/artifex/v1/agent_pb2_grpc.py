@@ -206,6 +206,11 @@ class DiagnosticsStub:
                 request_serializer=artifex_dot_v1_dot_agent__pb2.BandwidthChunk.SerializeToString,
                 response_deserializer=artifex_dot_v1_dot_agent__pb2.BandwidthResult.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/artifex.v1.Diagnostics/Probe',
+                request_serializer=artifex_dot_v1_dot_agent__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=artifex_dot_v1_dot_agent__pb2.ProbeResult.FromString,
+                _registered_method=True)
 
 
 class DiagnosticsServicer:
@@ -238,6 +243,13 @@ class DiagnosticsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """This agent measures RTT, bandwidth and clock offset to a peer agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiagnosticsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +272,11 @@ def add_DiagnosticsServicer_to_server(servicer, server):
                     servicer.Upload,
                     request_deserializer=artifex_dot_v1_dot_agent__pb2.BandwidthChunk.FromString,
                     response_serializer=artifex_dot_v1_dot_agent__pb2.BandwidthResult.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=artifex_dot_v1_dot_agent__pb2.ProbeRequest.FromString,
+                    response_serializer=artifex_dot_v1_dot_agent__pb2.ProbeResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -370,6 +387,33 @@ class Diagnostics:
             '/artifex.v1.Diagnostics/Upload',
             artifex_dot_v1_dot_agent__pb2.BandwidthChunk.SerializeToString,
             artifex_dot_v1_dot_agent__pb2.BandwidthResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifex.v1.Diagnostics/Probe',
+            artifex_dot_v1_dot_agent__pb2.ProbeRequest.SerializeToString,
+            artifex_dot_v1_dot_agent__pb2.ProbeResult.FromString,
             options,
             channel_credentials,
             insecure,

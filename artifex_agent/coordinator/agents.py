@@ -1,0 +1,161 @@
+"""The agents named in the cluster file: channels, continuous health checks, capabilities and load."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from artifex_agent import PROTOCOL_VERSION
+from artifex_agent.config import AgentConfig, ClusterConfig
+from artifex_agent.jobspec import JobSpec
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.transport.security import call_metadata
+
+logger = logging.getLogger(__name__)
+
+# Info (models, encoders) is fetched when an agent comes up, then refreshed this often.
+INFO_REFRESH_S = 30.0
+# codec -> encoders that can write it (names as Diagnostics.Info reports them).
+_ENCODERS = {"h264": ("h264_nvenc", "libx264"), "hevc": ("hevc_nvenc", "libx265"),
+             "h265": ("hevc_nvenc", "libx265"), "av1": ("av1_nvenc", "libsvtav1"), "vp9": ("libvpx-vp9",)}
+
+
+@dataclass
+class AgentHandle:
+    """One agent as the coordinator sees it."""
+
+    cfg: AgentConfig
+    stub: AgentStub
+    channel: grpc.aio.Channel
+    up: bool = False
+    checked: bool = False
+    info: pb.AgentInfo | None = None
+    info_time: float = 0.0
+    problem: str = ""
+    generating: int = 0
+    posting: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def prefers(self, stage: str) -> bool:
+        return stage in self.cfg.prefer
+
+    @property
+    def idle(self) -> bool:
+        return self.generating == 0 and self.posting == 0
+
+    def has_model(self, model: str) -> bool:
+        """True when the agent lists `model` complete (or has not said what it has yet)."""
+        if self.info is None:
+            return True
+        return any(m.name == model and m.complete for m in self.info.models)
+
+    def can_generate(self, spec: JobSpec) -> bool:
+        return self.up and "generate" in self.cfg.roles and self.has_model(spec.model)
+
+    def can_post(self, spec: JobSpec) -> bool:
+        if not (self.up and "post" in self.cfg.roles):
+            return False
+        if self.info is None or not self.info.encoders:
+            return True
+        usable = [e for e in _ENCODERS.get(spec.codec, ()) if e in self.info.encoders]
+        if spec.encoder == "nvenc":
+            usable = [e for e in usable if e.endswith("_nvenc")]
+        elif spec.encoder == "software":
+            usable = [e for e in usable if not e.endswith("_nvenc")]
+        return bool(usable)
+
+
+class AgentPool:
+    """Keeps a handle per configured agent up to date; calls `on_change` when one comes or goes."""
+
+    def __init__(self, cluster: ClusterConfig, interval_s: float = 1.0,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.cluster = cluster
+        self.interval_s = interval_s
+        self.on_change = on_change or (lambda: None)
+        self.token = cluster.security.resolved_token()
+        self.agents: dict[str, AgentHandle] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.first_round = asyncio.Event()
+
+    async def start(self) -> None:
+        for cfg in self.cluster.agents:
+            channel = open_channel(cfg.dial_address, self.cluster.security)
+            self.agents[cfg.name] = AgentHandle(cfg, AgentStub(channel, self.token), channel)
+        self._task = asyncio.create_task(self._loop(), name="agent-health")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for agent in self.agents.values():
+            await agent.channel.close()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.agents.values())
+
+    def up(self) -> list[AgentHandle]:
+        return [a for a in self.agents.values() if a.up]
+
+    def mark_down(self, name: str, reason: str) -> None:
+        """A call failed as if the agent were gone: send it nothing until a health check says otherwise."""
+        agent = self.agents.get(name)
+        if agent is not None and agent.up:
+            self._set(agent, False, reason)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self.check(a) for a in self.agents.values()))
+            self.first_round.set()
+            await asyncio.sleep(self.interval_s)
+
+    async def check(self, agent: AgentHandle) -> None:
+        """One health check (and an Info when due); never raises."""
+        stub = health_pb2_grpc.HealthStub(agent.channel)
+        timeout = max(self.interval_s, 1.0)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout,
+                                     metadata=call_metadata(self.token))
+            serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+            problem = "" if serving else health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            if serving and (not agent.up or time.monotonic() - agent.info_time > INFO_REFRESH_S):
+                problem = await self._refresh_info(agent, timeout)
+                serving = not problem
+        except grpc.aio.AioRpcError as exc:
+            serving, problem = False, f"{exc.code().name}: {exc.details() or ''}".strip()
+        except Exception as exc:  # a health check must never take the loop down
+            logger.exception("health check of %s failed", agent.name)
+            serving, problem = False, type(exc).__name__
+        agent.checked = True
+        if serving != agent.up:
+            self._set(agent, serving, problem)
+        agent.problem = problem
+
+    async def _refresh_info(self, agent: AgentHandle, timeout: float) -> str:
+        """Fetch Info; a peer speaking another protocol is refused (returns why)."""
+        info = await agent.stub.info(timeout=timeout)
+        agent.info, agent.info_time = info, time.monotonic()
+        if info.protocol_version and info.protocol_version != PROTOCOL_VERSION:
+            return f"speaks protocol {info.protocol_version}, the coordinator {PROTOCOL_VERSION}"
+        return ""
+
+    def _set(self, agent: AgentHandle, up: bool, reason: str) -> None:
+        agent.up, agent.since = up, time.monotonic()
+        agent.problem = reason
+        if up:
+            models = ", ".join(m.name for m in agent.info.models if m.complete) if agent.info else "?"
+            logger.info("agent %s is up (%s; models: %s)", agent.name, agent.cfg.dial_address, models or "none")
+        else:
+            logger.warning("agent %s is down: %s", agent.name, reason or "not serving")
+        self.on_change()

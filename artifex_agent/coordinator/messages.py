@@ -1,0 +1,138 @@
+"""Jobs and their events as Python values, and their translation to and from jobs.proto."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from artifex_agent.errors import RequestError
+from artifex_agent.jobspec import JobSpec
+from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+_STATE_TO_PB: dict[str, jpb.JobState] = {
+    "queued": jpb.JOB_STATE_QUEUED, "running": jpb.JOB_STATE_RUNNING, "done": jpb.JOB_STATE_DONE,
+    "failed": jpb.JOB_STATE_FAILED, "cancelled": jpb.JOB_STATE_CANCELLED,
+}
+_STATE_FROM_PB: dict[int, str] = {v: k for k, v in _STATE_TO_PB.items()}
+# JobSpec fields that travel as proto scalars (prompts and tags are repeated/map fields).
+_SCALARS = tuple(f.name for f in dataclasses.fields(JobSpec)
+                 if not f.name.startswith("_") and f.name not in ("prompts", "tags"))
+
+
+@dataclass
+class Job:
+    """A job as the coordinator knows it."""
+
+    id: str
+    state: JobState
+    spec: JobSpec
+    outputs: list[str] = field(default_factory=list)
+    error: str = ""
+    attempts: int = 0
+    agent: str = ""
+    post_agent: str = ""
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    cached: bool = False
+    stage: str = ""
+    batch_id: str = ""
+    idempotency_key: str = ""
+    sha256: list[str] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        """Done, failed or cancelled: nothing more will happen without a retry."""
+        return self.state in TERMINAL
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "done"
+
+    def copy(self) -> Job:
+        return dataclasses.replace(self, outputs=list(self.outputs), sha256=list(self.sha256))
+
+
+@dataclass
+class JobEvent:
+    """Something that happened to a job: a state change, a progress step, a retry."""
+
+    job_id: str
+    kind: Literal["state", "progress", "retry", "info"]
+    state: JobState
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    agent: str = ""
+    time: float = 0.0
+    seq: int = 0
+    job: Job | None = None
+
+
+def state_to_pb(state: str) -> jpb.JobState:
+    return _STATE_TO_PB[state]
+
+
+def state_from_pb(value: int) -> JobState:
+    try:
+        return _STATE_FROM_PB[value]  # type: ignore[return-value]
+    except KeyError:
+        raise RequestError(f"unknown job state {value}") from None
+
+
+def spec_to_pb(spec: JobSpec) -> jpb.JobSpec:
+    """Every field set explicitly, so the receiver never falls back to a different default."""
+    msg = jpb.JobSpec(prompts=list(spec.prompts), tags=dict(spec.tags))
+    try:
+        for name in _SCALARS:
+            setattr(msg, name, getattr(spec, name))
+    except (ValueError, TypeError) as exc:
+        raise RequestError(f"job field {name!r} cannot be sent: {exc}") from None
+    return msg
+
+
+def spec_from_pb(msg: jpb.JobSpec) -> JobSpec:
+    """Unset fields take JobSpec's defaults; the result is validated (RequestError)."""
+    raw: dict[str, object] = {"prompts": list(msg.prompts)}
+    if msg.tags:
+        raw["tags"] = dict(msg.tags)
+    for name in _SCALARS:
+        if msg.HasField(name):
+            raw[name] = getattr(msg, name)
+    return JobSpec.from_dict(raw)
+
+
+def job_to_pb(job: Job) -> jpb.Job:
+    return jpb.Job(
+        id=job.id, state=state_to_pb(job.state), spec=spec_to_pb(job.spec), outputs=job.outputs, error=job.error,
+        attempts=job.attempts, agent=job.agent, post_agent=job.post_agent, created_unix=job.created,
+        started_unix=job.started or 0.0, finished_unix=job.finished or 0.0, cached=job.cached, stage=job.stage,
+        batch_id=job.batch_id, idempotency_key=job.idempotency_key, sha256=job.sha256)
+
+
+def job_from_pb(msg: jpb.Job) -> Job:
+    return Job(
+        id=msg.id, state=state_from_pb(msg.state), spec=spec_from_pb(msg.spec), outputs=list(msg.outputs),
+        error=msg.error, attempts=msg.attempts, agent=msg.agent, post_agent=msg.post_agent,
+        created=msg.created_unix, started=msg.started_unix or None, finished=msg.finished_unix or None,
+        cached=msg.cached, stage=msg.stage, batch_id=msg.batch_id, idempotency_key=msg.idempotency_key,
+        sha256=list(msg.sha256))
+
+
+def event_to_pb(ev: JobEvent) -> jpb.JobEvent:
+    msg = jpb.JobEvent(job_id=ev.job_id, seq=ev.seq, time_unix=ev.time, kind=ev.kind, state=state_to_pb(ev.state),
+                       stage=ev.stage, step=ev.step, total=ev.total, message=ev.message, agent=ev.agent)
+    if ev.job is not None:
+        msg.job.CopyFrom(job_to_pb(ev.job))
+    return msg
+
+
+def event_from_pb(msg: jpb.JobEvent) -> JobEvent:
+    return JobEvent(job_id=msg.job_id, kind=msg.kind or "info", state=state_from_pb(msg.state),  # type: ignore[arg-type]
+                    stage=msg.stage, step=msg.step, total=msg.total, message=msg.message, agent=msg.agent,
+                    time=msg.time_unix, seq=msg.seq, job=job_from_pb(msg.job) if msg.HasField("job") else None)

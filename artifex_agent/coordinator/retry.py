@@ -1,0 +1,39 @@
+"""Which failures are worth another attempt, and how long to wait before it."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from artifex_agent.errors import ArtifexError, StreamError
+from artifex_agent.relay import RemoteError
+
+logger = logging.getLogger(__name__)
+
+# The request itself is wrong (or not allowed): another attempt would fail the same way.
+PERMANENT = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.ALREADY_EXISTS,
+})
+
+
+def classify(exc: BaseException) -> tuple[str, bool, str]:
+    """(message for the job's events, retryable, name of an agent that looks dead or "")."""
+    if isinstance(exc, RemoteError):
+        dead = exc.agent if exc.code == grpc.StatusCode.UNAVAILABLE else ""
+        if dead:
+            return f"agent {exc.agent} went away ({exc.details or 'unavailable'})", True, dead
+        return str(exc), exc.code not in PERMANENT, ""
+    if isinstance(exc, StreamError):
+        return f"frame stream broken: {exc}", True, ""
+    if isinstance(exc, ArtifexError):
+        return str(exc), False, ""
+    logger.error("unexpected error in a run", exc_info=exc)
+    return f"internal error in the coordinator ({type(exc).__name__}); see its log", True, ""
+
+
+def backoff_s(attempts: int, initial_s: float, max_s: float) -> float:
+    """Capped exponential backoff after `attempts` failed attempts (1, 2, 4... times initial_s)."""
+    return min(initial_s * 2 ** max(attempts - 1, 0), max_s)

@@ -1,0 +1,387 @@
+"""The queue in motion: batches ready jobs onto idle agents, records every step, retries failures.
+
+Every state change is committed to the store before it takes effect outside (a Generate
+call starts only after its jobs are "running" on disk), so after a crash the store says
+what to re-run. An agent is given one generation at a time; it is free for the next one
+as soon as its frames start streaming, so post-processing of one job overlaps generation
+of the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from artifex_agent.config import ClusterConfig
+from artifex_agent.coordinator import routing
+from artifex_agent.coordinator.agents import AgentHandle, AgentPool
+from artifex_agent.coordinator.batching import QueueEntry, pick_batch
+from artifex_agent.coordinator.cache import ResultsCache
+from artifex_agent.coordinator.events import EventBus
+from artifex_agent.coordinator.messages import Job, JobEvent
+from artifex_agent.coordinator.pipeline import run_batch
+from artifex_agent.coordinator.retry import backoff_s, classify
+from artifex_agent.coordinator.store import Store
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Agent progress stages -> what the job is doing.
+_STAGE = {"queued": "generating", "load": "generating", "denoise": "generating", "decode": "generating",
+          "stream": "streaming", "receive": "streaming", "post": "post"}
+
+
+PROGRESS_EVERY_S = 0.2
+
+
+def new_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass
+class Run:
+    """One batch on its way through a generating and a post-processing agent."""
+
+    batch_id: str
+    entries: list[QueueEntry]
+    gen: AgentHandle
+    post: AgentHandle
+    task: asyncio.Task[None] | None = None
+    gen_released: bool = False
+    posting: bool = False
+    finishing: bool = False
+    started: float = field(default_factory=time.time)
+    # (monotonic time, stage, last step?) of the last progress event published.
+    last_progress: tuple[float, str, bool] = (0.0, "", False)
+
+
+class Scheduler:
+    """Owns the in-memory queue (queued and running jobs) and the runs in flight."""
+
+    def __init__(self, cluster: ClusterConfig, store: Store, bus: EventBus, cache: ResultsCache) -> None:
+        self.cfg = cluster.coordinator
+        self.store = store
+        self.bus = bus
+        self.cache = cache
+        self.pool = AgentPool(cluster, self.cfg.health_interval_s, on_change=self.wake)
+        self.entries: dict[str, QueueEntry] = {}
+        self.runs: dict[str, Run] = {}
+        self._run_of: dict[str, Run] = {}
+        self._cached_keys: set[str] = set()
+        self._counter = itertools.count()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store method on the database thread (SQLite blocks; the event loop must not)."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def enqueue(self, job: Job, content_key: str, now: float, cache_checked: bool = True) -> None:
+        """Add a stored queued job to the in-memory queue and look for an agent for it."""
+        self.entries[job.id] = QueueEntry(job, next(self._counter), content_key, now, cache_checked=cache_checked)
+        self.wake()
+
+    def run_of(self, job_id: str) -> Run | None:
+        """The run a running job is part of."""
+        return self._run_of.get(job_id)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        requeued = await self.call(self.store.requeue_interrupted)
+        if requeued:
+            logger.info("requeued %d job(s) interrupted by the last shutdown: %s", len(requeued), ", ".join(requeued))
+        for job, _seq, not_before, content_key in await self.call(self.store.queued):
+            self.entries[job.id] = QueueEntry(job, next(self._counter), content_key, job.created, not_before)
+        logger.info("%d job(s) queued at start-up", len(self.entries))
+        await self.pool.start()
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def drain(self, grace_s: float) -> None:
+        """Dispatch nothing more; let runs finish for `grace_s`, then cancel them (their jobs are requeued)."""
+        self._stopping = True
+        self.wake()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [r.task for r in self.runs.values() if r.task is not None]
+        if tasks:
+            logger.info("waiting up to %.0fs for %d run(s) to finish", grace_s, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def close(self) -> None:
+        """After drain(): close the agents' channels and the store."""
+        await self.pool.close()
+        await self.call(self.store.close)
+        self._db.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                due = await self._dispatch()
+            except Exception:
+                logger.exception("dispatch failed; trying again shortly")
+                due = time.time() + 1.0
+            timeout = None if due is None else max(0.0, due - time.time())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _dispatch(self) -> float | None:
+        """Start every batch that has an idle agent; returns when to look again (None: on the next event)."""
+        now = time.time()
+        due: float | None = None
+        # An identical job running or earlier in the queue will fill the cache: wait for it.
+        held = {e.content_key for run in self.runs.values() for e in run.entries}
+        ready: list[QueueEntry] = []
+        for entry in sorted(self.entries.values(), key=QueueEntry.order):
+            if entry.job.state != "queued":
+                continue
+            if entry.not_before > now:
+                due = entry.not_before if due is None else min(due, entry.not_before)
+                continue
+            if entry.content_key in held:
+                continue
+            held.add(entry.content_key)
+            if (not entry.cache_checked or entry.content_key in self._cached_keys) \
+                    and await self._complete_from_cache(entry):
+                continue
+            ready.append(entry)
+        # First give every idle agent its batch, then place post-processing: an agent that is
+        # about to generate is not idle, so a lone job still goes to the post-preferring agent
+        # while a busy queue has each agent post its own jobs (the same work on both).
+        plans: list[tuple[list[QueueEntry], AgentHandle]] = []
+        for agent in routing.idle_generators(self.pool):
+            if not ready or self._stopping:
+                break
+
+            def can_run(e: QueueEntry, agent: AgentHandle = agent) -> bool:
+                return agent.can_generate(e.job.spec) and any(a.can_post(e.job.spec) for a in self.pool)
+
+            batch, when = pick_batch(ready, can_run, batch_size=self.cfg.batch_size,
+                                     timeout_s=self.cfg.batch_timeout_s, max_clips=agent.cfg.max_batch, now=now)
+            if not batch:
+                if when is not None:
+                    due = when if due is None else min(due, when)
+                continue
+            taken = {id(e) for e in batch}
+            ready = [e for e in ready if id(e) not in taken]
+            agent.generating += 1  # reserved until its run starts
+            plans.append((batch, agent))
+        for i, (batch, agent) in enumerate(plans):
+            agent.generating -= 1
+            # Submit, cancel and other runs move on while this loop awaits: look at the queue as it is now.
+            batch = [e for e in batch if e.job.state == "queued" and self.entries.get(e.job.id) is e]
+            if not batch or self._stopping:
+                continue
+            first = batch[0].job
+            # A job that ran before (even one a restart requeued) goes back to the same post agent.
+            post = routing.choose_post(self.pool, first.spec, agent, first.post_agent)
+            if post is None:
+                continue
+            batch = [e for e in batch if post.can_post(e.job.spec)]
+            try:
+                await self._start(batch, agent, post)
+            except BaseException:
+                for _, other in plans[i + 1:]:
+                    other.generating -= 1
+                raise
+        return due
+
+    async def _start(self, batch: list[QueueEntry], gen: AgentHandle, post: AgentHandle) -> None:
+        """Record the batch as running (committed first), then start its run."""
+        now = time.time()
+        run = Run(new_id(), batch, gen, post)
+        items: list[tuple[Job, JobEvent | None, float]] = []
+        for entry in batch:
+            job = entry.job.copy()
+            job.state, job.stage, job.started, job.finished = "running", "generating", now, None
+            job.attempts += 1
+            job.agent, job.post_agent = gen.name, post.name
+            job.batch_id = run.batch_id if len(batch) > 1 else ""
+            where = f"generating on {gen.name}, post-processing on {post.name}"
+            if len(batch) > 1:
+                where += f" (batch {run.batch_id} of {len(batch)} jobs)"
+            if job.spec.split != "none":
+                where += f"; split {job.spec.split!r} is not scheduled by the coordinator yet: it runs whole"
+            items.append((job, self._event(job, "state", f"attempt {job.attempts}: {where}"), 0.0))
+        await self.call(self.store.save_many, items)
+        started = []
+        for entry, (job, event, _) in zip(batch, items, strict=True):
+            if entry.job.state != "queued" or self.entries.get(job.id) is not entry:
+                continue  # cancelled while the batch was being recorded (its "cancelled" was written after)
+            entry.job = job
+            self._run_of[job.id] = run
+            started.append(entry)
+            self._publish(event)
+            logger.info("job %s: %s", job.id, event.message if event else "")
+        if not started:
+            return
+        run.entries = started
+        # "started" is when the Generate call goes out (after the commit), as its events report it.
+        now = time.time()
+        for entry in started:
+            entry.job.started = now
+        gen.generating += 1
+        self.runs[run.batch_id] = run
+        run.task = asyncio.create_task(self._execute(run), name=f"run-{run.batch_id}")
+
+    async def _execute(self, run: Run) -> None:
+        jobs = [e.job for e in run.entries]
+        try:
+            try:
+                results: list[Any] = await run_batch(
+                    run.gen.stub, run.post.stub, jobs, run.batch_id, lambda i, s, p: self._progress(run, i, s, p),
+                    gen_name=run.gen.name, post_name=run.post.name)
+            except asyncio.CancelledError:
+                await self._interrupted(run)
+                return
+            except Exception as exc:
+                results = [exc] * len(jobs)
+            run.finishing = True
+            try:
+                await self._finish(run, results)
+            except Exception:
+                # The store failed (disk full?): the jobs stay "running" on disk and are re-run at restart.
+                logger.exception("cannot record the end of batch %s", run.batch_id)
+        finally:
+            self._forget(run)
+            self.wake()
+
+    def _forget(self, run: Run) -> None:
+        if not run.gen_released:
+            run.gen_released = True
+            run.gen.generating -= 1
+        if run.posting:
+            run.posting = False
+            run.post.posting -= 1
+        self.runs.pop(run.batch_id, None)
+        for entry in run.entries:
+            self._run_of.pop(entry.job.id, None)
+
+    def _progress(self, run: Run, index: int | None, source: str, p: pb.Progress) -> None:
+        if source == "generate" and p.stage == "stream" and not run.gen_released:
+            # Frames are out of the GPU: the agent can start its next generation while they stream.
+            run.gen_released, run.posting = True, True
+            run.gen.generating -= 1
+            run.post.posting += 1
+            self.wake()
+        stage = "post" if source == "post" and p.stage != "receive" else _STAGE.get(p.stage, p.stage)
+        now = time.monotonic()
+        # At most a few progress events a second per job (a stage change or a last step always):
+        # watchers want to see movement, not pay for every step of a fast stage.
+        if (p.stage, p.step == p.total) == run.last_progress[1:] and now - run.last_progress[0] < PROGRESS_EVERY_S:
+            for entry in run.entries if index is None else [run.entries[index]]:
+                entry.job.stage = stage
+            return
+        run.last_progress = (now, p.stage, p.step == p.total)
+        agent = run.gen.name if source == "generate" else run.post.name
+        for entry in run.entries if index is None else [run.entries[index]]:
+            entry.job.stage = stage
+            self.bus.publish(JobEvent(entry.job.id, "progress", "running", stage=p.stage, step=p.step, total=p.total,
+                                      message=p.message, agent=agent, time=time.time()))
+
+    async def _finish(self, run: Run, results: list[Any]) -> None:
+        now = time.time()
+        items: list[tuple[Job, JobEvent | None, float]] = []
+        for entry, result in zip(run.entries, results, strict=True):
+            job = entry.job
+            if isinstance(result, pb.PostResult):
+                job.outputs, job.sha256 = list(result.output_paths), list(result.sha256)
+                if await asyncio.to_thread(self.cache.store, entry.content_key, job.outputs, job.sha256):
+                    self._cached_keys.add(entry.content_key)
+                job.state, job.stage, job.finished, job.error = "done", "done", now, ""
+                done = self._event(job, "state", f"done in {now - run.started:.1f}s: {', '.join(job.outputs)}")
+                logger.info("job %s: %s", job.id, done.message)
+                items.append((job, done, 0.0))
+                continue
+            items.append(self._failed(entry, result, now))
+        await self.call(self.store.save_many, items)
+        for job, event, _ in items:
+            if job.terminal:
+                self.entries.pop(job.id, None)
+            self._publish(event)
+
+    def _failed(self, entry: QueueEntry, exc: BaseException, now: float) -> tuple[Job, JobEvent, float]:
+        job = entry.job
+        message, retryable, dead_agent = classify(exc)
+        if dead_agent:
+            self.pool.mark_down(dead_agent, message)
+        job.error = message
+        if retryable and job.attempts < self.cfg.max_attempts:
+            delay = backoff_s(job.attempts, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
+            job.state, job.stage = "queued", "waiting"
+            entry.not_before, entry.queued_at = now + delay, now
+            event = self._event(job, "retry", f"{message}; retrying in {delay:.1f}s "
+                                              f"(attempt {job.attempts + 1} of {self.cfg.max_attempts})")
+            logger.warning("job %s: %s", job.id, event.message)
+            return job, event, entry.not_before
+        job.state, job.stage, job.finished = "failed", "failed", now
+        why = "" if not retryable else f" after {job.attempts} attempts"
+        logger.warning("job %s failed%s: %s", job.id, why, message)
+        return job, self._event(job, "state", f"failed{why}: {message}"), 0.0
+
+    async def _interrupted(self, run: Run) -> None:
+        """The run was cancelled: its cancelled jobs end, the others go back to the queue as they were."""
+        now = time.time()
+        items: list[tuple[Job, JobEvent | None, float]] = []
+        for entry in run.entries:
+            job = entry.job
+            if entry.cancel_requested:
+                job.state, job.stage, job.finished = "cancelled", "cancelled", now
+                items.append((job, self._event(job, "state", f"cancelled while running on {run.gen.name}"), 0.0))
+            else:
+                job.state, job.stage, job.attempts = "queued", "queued", max(job.attempts - 1, 0)
+                entry.queued_at = now
+                why = "the coordinator is shutting down" if self._stopping else "a job of its batch was cancelled"
+                items.append((job, self._event(job, "info", f"requeued: {why}"), 0.0))
+        await self.call(self.store.save_many, items)
+        for job, event, _ in items:
+            if job.terminal:
+                self.entries.pop(job.id, None)
+            self._publish(event)
+
+    async def _complete_from_cache(self, entry: QueueEntry) -> bool:
+        entry.cache_checked = True
+        hit = await asyncio.to_thread(self.cache.lookup, entry.content_key)
+        if hit is None:
+            self._cached_keys.discard(entry.content_key)
+            return False
+        job, now = entry.job, time.time()
+        job.state, job.stage, job.cached, job.outputs, job.sha256 = "done", "done", True, hit.outputs, hit.sha256
+        job.started = job.started or now
+        job.finished = now
+        event = self._event(job, "state", "done from the results cache (an identical job ran before)")
+        await self.call(self.store.save, job, event)
+        self.entries.pop(job.id, None)
+        self._publish(event)
+        return True
+
+    # ------------------------------------------------------------------ helpers
+
+    def _event(self, job: Job, kind: str, message: str) -> JobEvent:
+        return JobEvent(job.id, kind, job.state, stage=job.stage, message=message,  # type: ignore[arg-type]
+                        agent=job.agent, time=time.time(), job=job.copy())
+
+    def _publish(self, event: JobEvent | None) -> None:
+        if event is not None:
+            self.bus.publish(event)

@@ -1,0 +1,216 @@
+"""The durable job table: SQLite in WAL mode, one connection used from one thread.
+
+Every change is committed before the coordinator acts on it or answers a client, so a
+kill -9 at any moment loses nothing: start-up puts jobs found "running" back in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from artifex_agent.coordinator.messages import Job, JobEvent
+from artifex_agent.errors import ConfigError
+from artifex_agent.jobspec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT UNIQUE,
+    content_key TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    agent TEXT NOT NULL DEFAULT '',
+    post_agent TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    not_before REAL NOT NULL DEFAULT 0,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    sha256 TEXT NOT NULL DEFAULT '[]',
+    error TEXT NOT NULL DEFAULT '',
+    cached INTEGER NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL DEFAULT '',
+    batch_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, priority, seq);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+"""
+_JOB_COLUMNS = ("id, state, spec, idempotency_key, attempts, agent, post_agent, created, started, finished, "
+                "outputs, sha256, error, cached, stage, batch_id, seq, not_before")
+
+
+class Store:
+    """Jobs and their events in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> Store:
+        """Open (creating) the database; ConfigError when the file cannot be used."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One thread owns the connection (the coordinator's database thread), but it is
+            # created on another; autocommit off: every change is an explicit transaction.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            # FULL: a Submit that returned survives a power cut, not only a crash of this process.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(f"database {self.path} was written by a newer coordinator (schema {version})")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the coordinator database {self.path}: {exc}") from None
+        if mode.lower() != "wal":
+            logger.warning("database %s is in %s mode, not WAL (network filesystem?)", self.path, mode)
+        self._db = db
+        return self
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    # ------------------------------------------------------------------ writes
+
+    def insert(self, job: Job, content_key: str, event: JobEvent) -> tuple[Job, bool]:
+        """Store a new job and its first event; with a known idempotency key, the existing job instead."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if job.idempotency_key:
+                row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key=?",
+                                 (job.idempotency_key,)).fetchone()
+                if row is not None:
+                    db.execute("ROLLBACK")
+                    return _job(row), True
+            db.execute(
+                "INSERT INTO jobs (id, state, spec, priority, idempotency_key, content_key, created, finished, "
+                "outputs, sha256, cached, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, job.state, job.spec.to_json(), job.spec.priority, job.idempotency_key or None, content_key,
+                 job.created, job.finished, json.dumps(job.outputs), json.dumps(job.sha256), int(job.cached),
+                 job.stage))
+            event.seq = self._event(event)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return job, False
+
+    def save(self, job: Job, event: JobEvent | None = None, *, not_before: float = 0.0) -> None:
+        """Write a job's mutable fields (and an event) in one transaction."""
+        self.save_many([(job, event, not_before)])
+
+    def save_many(self, items: list[tuple[Job, JobEvent | None, float]]) -> None:
+        """save() for several jobs in one transaction (a batch starting or ending)."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for job, event, not_before in items:
+                db.execute(
+                    "UPDATE jobs SET state=?, attempts=?, agent=?, post_agent=?, started=?, finished=?, outputs=?, "
+                    "sha256=?, error=?, cached=?, stage=?, batch_id=?, not_before=? WHERE id=?",
+                    (job.state, job.attempts, job.agent, job.post_agent, job.started, job.finished,
+                     json.dumps(job.outputs), json.dumps(job.sha256), job.error, int(job.cached), job.stage,
+                     job.batch_id, not_before, job.id))
+                if event is not None:
+                    event.seq = self._event(event)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _event(self, ev: JobEvent) -> int:
+        cur = self.db.execute(
+            "INSERT INTO events (job_id, time, kind, state, stage, message, agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ev.job_id, ev.time, ev.kind, ev.state, ev.stage, ev.message, ev.agent))
+        return int(cur.lastrowid or 0)
+
+    def requeue_interrupted(self) -> list[str]:
+        """Start-up: jobs left "running" by a crash go back to the queue; their attempt did not count."""
+        db = self.db
+        now = time.time()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state='running' ORDER BY seq")]
+            for job_id in ids:
+                db.execute("UPDATE jobs SET state='queued', stage='queued', attempts=MAX(attempts-1, 0), "
+                           "not_before=0 WHERE id=?", (job_id,))
+                self._event(JobEvent(job_id, "info", "queued", stage="queued", time=now,
+                                     message="requeued: the coordinator restarted while it ran"))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return ids
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, job_id: str) -> Job | None:
+        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def jobs(self, states: list[str] | None = None, limit: int = 100) -> list[Job]:
+        """Newest first."""
+        if states:
+            marks = ",".join("?" * len(states))
+            rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY seq DESC "
+                                   "LIMIT ?", (*states, limit))
+        else:
+            rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+        return [_job(r) for r in rows]
+
+    def queued(self) -> list[tuple[Job, int, float, str]]:
+        """Every queued job with its submission order, retry time and content key, in queue order."""
+        rows = self.db.execute(f"SELECT {_JOB_COLUMNS}, content_key FROM jobs WHERE state='queued' "
+                               "ORDER BY priority DESC, seq")
+        return [(_job(r), int(r[16]), float(r[17]), str(r[18])) for r in rows]
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        rows = self.db.execute("SELECT seq, time, kind, state, stage, message, agent FROM events WHERE job_id=? "
+                               "ORDER BY seq", (job_id,))
+        return [JobEvent(job_id, kind=r[2], state=r[3], stage=r[4], message=r[5], agent=r[6], time=r[1], seq=r[0])
+                for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        return {state: n for state, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0], state=row[1], spec=JobSpec.from_json(row[2]), idempotency_key=row[3] or "", attempts=row[4],
+        agent=row[5], post_agent=row[6], created=row[7], started=row[8], finished=row[9],
+        outputs=json.loads(row[10]), sha256=json.loads(row[11]), error=row[12], cached=bool(row[13]),
+        stage=row[14], batch_id=row[15])

@@ -1,0 +1,1 @@
+"""One job on two agents: expert split and CFG-parallel, bitwise equal to one uninterrupted run."""

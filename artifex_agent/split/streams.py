@@ -1,0 +1,258 @@
+"""Client side of the split RPCs: drive two agents, forward their bulk messages byte for byte.
+
+Each function returns the job's output as raw messages in the Generate stream format
+(header 2, chunks 3, trailer 4), whichever agents made it, and reports progress per agent.
+The client never parses a chunk: it routes messages by their first byte, the protobuf
+tag of the one field they hold (see proto/artifex/v1/split.proto).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.proto.artifex.v1 import split_pb2 as spb
+from artifex_agent.relay import RemoteError
+from artifex_agent.split import messages
+from artifex_agent.transport.channel import AgentStub
+
+DENOISE = "/artifex.v1.Split/Denoise"
+CFG_PEER = "/artifex.v1.Split/CfgPeer"
+# First byte of a message holding field N as a length-delimited value: (N << 3) | 2.
+PROGRESS, HEADER, CHUNK, TRAILER, HANDOFF, NOISE = 0x0A, 0x12, 0x1A, 0x22, 0x2A, 0x32
+# Statuses that mean the agent (or the way to it) broke, not that the job is wrong: fail over on these.
+LOST_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
+                        grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.CANCELLED,
+                        grpc.StatusCode.ABORTED})
+
+# (agent name, progress)
+ProgressCallback = Callable[[str, pb.Progress], None]
+
+
+class AgentLost(RemoteError):
+    """An agent of the job died or broke mid-way (its stream failed with UNAVAILABLE, INTERNAL...)."""
+
+
+class Inband:
+    """Statuses agents sent in-band (Progress stage "error") before aborting, by agent.
+
+    A client still writing when the server aborts may see INTERNAL instead of the real
+    status (services/split.py, inband_errors); the in-band copy is the truth.
+    """
+
+    def __init__(self) -> None:
+        self.errors: dict[str, tuple[grpc.StatusCode, str]] = {}
+
+    def note(self, agent: str, p: pb.Progress) -> bool:
+        """Remember an error event; True when `p` was one."""
+        if p.stage != "error":
+            return False
+        name, _, details = p.message.partition(": ")
+        code = getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
+        self.errors[agent] = (code, details)
+        return True
+
+    def error(self, agent: str, exc: grpc.aio.AioRpcError) -> RemoteError:
+        code, details = self.errors.get(agent, (exc.code(), exc.details() or ""))
+        cls = AgentLost if code in LOST_CODES else RemoteError
+        return cls(agent, code, details)
+
+
+def remote_error(agent: str, exc: grpc.aio.AioRpcError) -> RemoteError:
+    return Inband().error(agent, exc)
+
+
+@dataclass
+class SplitStats:
+    """Bytes and time spent moving state between the agents of one job."""
+
+    handoff_bytes: int = 0
+    handoff_s: float = 0.0
+    exchange_bytes: int = 0
+    exchange_messages: int = 0
+
+
+class Calls:
+    """The calls a job opened, so that any way out of it cancels them all."""
+
+    def __init__(self) -> None:
+        self._calls: list[Any] = []
+
+    def add(self, call: Any) -> Any:
+        self._calls.append(call)
+        return call
+
+    def cancel(self) -> None:
+        for call in self._calls:
+            call.cancel()
+        self._calls.clear()
+
+
+def denoise_call(stub: AgentStub, requests: Any, timeout: float | None = None) -> Any:
+    """Split.Denoise: raw DenoiseRequest messages in, raw DenoiseEvent messages out."""
+    return stub.channel.stream_stream(DENOISE)(requests, metadata=stub.metadata, timeout=timeout)
+
+
+def cfg_call(stub: AgentStub, requests: Any, timeout: float | None = None) -> Any:
+    """Split.CfgPeer: raw CfgRequest messages in, raw CfgEvent messages out."""
+    return stub.channel.stream_stream(CFG_PEER)(requests, metadata=stub.metadata, timeout=timeout)
+
+
+def _progress(raw: bytes) -> pb.Progress:
+    # Field 1 is Progress in GenerateEvent, DenoiseEvent and CfgEvent alike.
+    return pb.GenerateEvent.FromString(raw).progress
+
+
+def _report(on_progress: ProgressCallback | None, agent: str, raw: bytes, inband: Inband | None = None) -> str:
+    """Pass a progress message on (error events go to `inband`); returns its stage."""
+    p = _progress(raw)
+    if inband is not None and inband.note(agent, p):
+        return p.stage
+    if on_progress is not None:
+        on_progress(agent, p)
+    return p.stage
+
+
+async def _once(message: bytes) -> AsyncIterator[bytes]:
+    yield message
+
+
+async def whole_stream(stub: AgentStub, name: str, request: pb.GenerateRequest, calls: Calls, *,
+                       on_progress: ProgressCallback | None = None, timeout: float | None = None
+                       ) -> AsyncIterator[bytes]:
+    """The job on one agent through Generate (the unsplit path, and the failover)."""
+    call = calls.add(stub.generate(request, timeout=timeout))
+    try:
+        async for raw in call:
+            if raw[0] == PROGRESS:
+                _report(on_progress, name, raw, None)
+            else:
+                yield raw
+    except grpc.aio.AioRpcError as exc:
+        raise remote_error(name, exc) from None
+
+
+async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateRequest, first: str, second: str,
+                        calls: Calls, stats: SplitStats, *, on_progress: ProgressCallback | None = None,
+                        stop_step: int = 0, timeout: float | None = None) -> AsyncIterator[bytes]:
+    """High-noise steps on `first`, the hand-off streamed through here, low-noise steps and output on `second`.
+
+    `stop_step` > 0 hands off after that step instead of at the expert boundary (any step works).
+    """
+    spec1 = spb.DenoiseSpec(request=request, handoff=True, stop_at_boundary=not stop_step, stop_step=stop_step)
+    call_a = calls.add(denoise_call(agents[first], _once(messages.denoise_request(spec=spec1)), timeout))
+    upstream: list[BaseException] = []
+    inband = Inband()
+    accepted = asyncio.Event()
+    over = False
+
+    async def feed_second() -> AsyncIterator[bytes]:
+        yield messages.denoise_request(spec=spb.DenoiseSpec(request=request, resume=True))
+        began = 0.0
+        try:
+            async for raw in call_a:
+                if raw[0] == PROGRESS:
+                    _report(on_progress, first, raw, inband)
+                    continue
+                if raw[0] == HANDOFF:
+                    began = time.monotonic()
+                stats.handoff_bytes += len(raw)
+                yield raw
+                if raw[0] == HANDOFF:
+                    # Not writing while the second agent may refuse the header (see Inband).
+                    await accepted.wait()
+                    if over:
+                        return
+                if raw[0] == TRAILER:
+                    stats.handoff_s = time.monotonic() - began
+                    return  # end the request stream now: nothing follows a trailer
+        except grpc.aio.AioRpcError as exc:
+            # Ending without the trailer makes the second agent drop what it got.
+            upstream.append(inband.error(first, exc))
+
+    call_b = calls.add(denoise_call(agents[second], feed_second(), timeout))
+    try:
+        async for raw in call_b:
+            if raw[0] == PROGRESS:
+                if _report(on_progress, second, raw, inband) == "accepted":
+                    accepted.set()
+            else:
+                yield raw
+    except grpc.aio.AioRpcError as exc:
+        # The second agent failing on a truncated hand-off is the first agent's fault.
+        if upstream:
+            raise upstream[0] from None
+        raise inband.error(second, exc) from None
+    finally:
+        # A request stream left waiting would outlive its finished call.
+        over = True
+        accepted.set()
+    if upstream:
+        raise upstream[0]
+
+
+_END = object()
+
+
+async def cfg_stream(agents: dict[str, AgentStub], request: pb.GenerateRequest, first: str, second: str,
+                     calls: Calls, stats: SplitStats, *, on_progress: ProgressCallback | None = None,
+                     timeout: float | None = None) -> AsyncIterator[bytes]:
+    """Conditional passes and the output on `first`, unconditional passes on `second`, predictions swapped here."""
+    inboxes: dict[str, asyncio.Queue[bytes | None]] = {first: asyncio.Queue(), second: asyncio.Queue()}
+    out: asyncio.Queue[Any] = asyncio.Queue()
+    inband = Inband()
+
+    async def requests(spec: spb.CfgSpec, inbox: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+        yield messages.cfg_request(spec=spec)
+        while (raw := await inbox.get()) is not None:
+            yield raw
+
+    def open_half(name: str, role: int, emit: bool) -> Any:
+        spec = spb.CfgSpec(request=request, role=role, emit_output=emit)  # type: ignore[arg-type]
+        return calls.add(cfg_call(agents[name], requests(spec, inboxes[name]), timeout))
+
+    async def pump(name: str, peer: str, call: Any) -> None:
+        # One agent's events: predictions go to the peer, the output to our caller.
+        to_peer = False
+        try:
+            async for raw in call:
+                tag = raw[0]
+                if tag == PROGRESS:
+                    _report(on_progress, name, raw, inband)
+                    continue
+                if tag == NOISE:
+                    to_peer = True
+                elif tag == HEADER:
+                    to_peer = False
+                if to_peer:
+                    stats.exchange_bytes += len(raw)
+                    stats.exchange_messages += 1
+                    inboxes[peer].put_nowait(raw)
+                else:
+                    out.put_nowait(raw)
+            inboxes[peer].put_nowait(None)
+            if name == first:
+                out.put_nowait(_END)
+        except grpc.aio.AioRpcError as exc:
+            out.put_nowait(inband.error(name, exc))
+        except Exception as exc:  # surfaced to the caller through the queue
+            out.put_nowait(exc)
+
+    pumps = [asyncio.ensure_future(pump(first, second, open_half(first, spb.CFG_ROLE_COND, True))),
+             asyncio.ensure_future(pump(second, first, open_half(second, spb.CFG_ROLE_UNCOND, False)))]
+    try:
+        while (item := await out.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in pumps:
+            task.cancel()
+        for inbox in inboxes.values():
+            inbox.put_nowait(None)  # ends both request streams, even of calls that already finished

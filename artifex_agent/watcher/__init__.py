@@ -1,0 +1,1 @@
+"""Drop-folder automation: job files submitted once, frame folders streamed to a post agent (docs/watcher.md)."""

@@ -1,0 +1,269 @@
+"""Frame folders and video files: check them, then stream them one frame at a time to a post agent.
+
+Nothing is held beyond the frame in flight: images are decoded one by one (Pillow), a video
+frame by frame (PyAV), and the agent upscales and encodes as they arrive, writing the
+result under its own output_root (the only place an agent writes; see docs/watcher.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import tomllib
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from artifex_agent.config import WatcherConfig
+from artifex_agent.jobspec import CODECS, ENCODERS
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.transport import frames as tf
+from artifex_agent.transport import wire
+from artifex_agent.watcher import names
+from artifex_agent.watcher.files import Refused, resolve_input
+
+logger = logging.getLogger(__name__)
+
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class PostOptions:
+    """What a _post.toml (or NAME.post.toml beside a video) may say; unset fields take the config's defaults."""
+
+    upscale: int = 1
+    upscale_model: str = ""
+    codec: str = "h264"
+    crf: int = 18
+    preset: str = ""
+    encoder: str = "auto"
+    fps: float = 0.0  # 0: the video's own rate, or watcher.frames_fps for images
+    output: str = ""  # name under the post agent's output_root/<output_subdir>; default: the dropped name
+
+    @classmethod
+    def load(cls, path: Path | None, cfg: WatcherConfig) -> PostOptions:
+        opts = cls(upscale=cfg.frames_upscale, codec=cfg.frames_codec, crf=cfg.frames_crf)
+        if path is None:
+            return opts
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise Refused(f"{path.name} is not valid TOML: {exc}") from None
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise Refused(f"{path.name} has unknown field(s): {', '.join(unknown)} (known: {', '.join(known)})")
+        for key, value in raw.items():
+            want = type(getattr(opts, key))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise Refused(f"{path.name}: {key} must be {want.__name__}; got {value!r}")
+            setattr(opts, key, value)
+        opts.check(path.name)
+        return opts
+
+    def check(self, where: str) -> None:
+        if not 1 <= self.upscale <= 8:
+            raise Refused(f"{where}: upscale must be within 1..8")
+        if self.codec not in CODECS:
+            raise Refused(f"{where}: codec {self.codec!r} is not one of {', '.join(CODECS)}")
+        if self.encoder not in ENCODERS:
+            raise Refused(f"{where}: encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if not 0 <= self.crf <= 63:
+            raise Refused(f"{where}: crf must be within 0..63")
+        if self.fps and not 1 <= self.fps <= 240:
+            raise Refused(f"{where}: fps must be within 1..240")
+        for value in (self.output, self.upscale_model):
+            if ".." in value.replace("\\", "/").split("/") or value.startswith(("/", "\\")) or ":" in value:
+                raise Refused(f"{where}: {value!r} must be a relative name without '..'")
+
+
+@dataclass
+class FramePlan:
+    """A checked input: what will be streamed, in which order, at which size."""
+
+    source: Path
+    kind: str  # "images" or "video"
+    width: int
+    height: int
+    count: int
+    fps: float
+    options: PostOptions
+    content_hash: str
+    images: list[Path] = field(default_factory=list)
+
+    def frames(self) -> Generator[np.ndarray, None, None]:
+        """(H, W, 3) uint8 frames, one at a time."""
+        if self.kind == "images":
+            from PIL import Image
+
+            for path in self.images:
+                try:
+                    with Image.open(path) as img:
+                        if img.size != (self.width, self.height):
+                            raise Refused(f"{path.name} changed size while being read")
+                        yield np.asarray(img.convert("RGB"))
+                except (OSError, SyntaxError, ValueError) as exc:
+                    raise Refused(f"frame {path.name} cannot be decoded: {exc}") from None
+            return
+        import av
+
+        try:
+            with av.open(str(self.source)) as container:
+                for frame in container.decode(video=0):
+                    yield frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as exc:
+            raise Refused(f"{self.source.name} cannot be decoded: {exc}") from None
+
+
+def plan_folder(folder: Path, root: Path, cfg: WatcherConfig) -> FramePlan:
+    """Check a claimed frame folder: images only (PNG/JPEG by content), one size, links inside the share."""
+    from PIL import Image, UnidentifiedImageError
+
+    images: list[Path] = []
+    videos: list[Path] = []
+    sidecar: Path | None = None
+    for entry in sorted(os.scandir(folder), key=lambda e: names.natural_key(e.name)):
+        name = entry.name
+        if name == names.READY_MARKER or names.is_ignored(name):
+            continue
+        problem = names.name_problem(name)
+        if problem:
+            raise Refused(problem)
+        path = resolve_input(Path(entry.path), folder, root)
+        if name == names.FOLDER_SIDECAR:
+            sidecar = path
+        elif path.is_dir():
+            raise Refused(f"it holds a folder ({name}); a frame folder holds only numbered PNG/JPEG frames")
+        elif name.lower().endswith(names.VIDEO_SUFFIXES):
+            videos.append(path)
+        else:
+            images.append(path)
+    options = PostOptions.load(sidecar, cfg)
+    if videos:
+        if images or len(videos) > 1:
+            raise Refused("a folder holds either numbered frames or one video file, not both or several videos")
+        return plan_video(videos[0], root, cfg, options=options, extra=[sidecar] if sidecar else [])
+    if not images:
+        raise Refused("it holds no frames (PNG or JPEG)")
+    size: tuple[int, int] | None = None
+    first = ""
+    for path in images:
+        try:
+            with Image.open(path, formats=("PNG", "JPEG")) as img:
+                if size is None:
+                    size, first = img.size, path.name
+                elif img.size != size:
+                    raise Refused(f"frames differ in size: {first} is {size[0]}x{size[1]}, "
+                                  f"{path.name} is {img.size[0]}x{img.size[1]}; all frames must be the same size")
+        except UnidentifiedImageError:
+            raise Refused(f"{path.name} is not a PNG or JPEG image; a frame folder holds only frames") from None
+        except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports broken headers these ways
+            raise Refused(f"{path.name} cannot be read as an image: {exc}") from None
+    assert size is not None
+    return FramePlan(folder, "images", size[0], size[1], len(images), options.fps or cfg.frames_fps, options,
+                     content_hash([*images, *([sidecar] if sidecar else [])]), images)
+
+
+def plan_video(path: Path, root: Path, cfg: WatcherConfig, *, options: PostOptions | None = None,
+               sidecar: Path | None = None, extra: list[Path] | None = None) -> FramePlan:
+    """Check a video file: one video stream PyAV can decode; frames counted by demuxing (no decode)."""
+    import av
+
+    if options is None:
+        options = PostOptions.load(sidecar, cfg)
+        extra = [sidecar] if sidecar else []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise Refused(f"{path.name} has no video stream")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or cfg.frames_fps
+            count = sum(1 for packet in container.demux(stream) if packet.size)
+    except av.FFmpegError as exc:
+        raise Refused(f"{path.name} is not a video PyAV can read: {exc}") from None
+    if count < 1 or width < 1 or height < 1:
+        raise Refused(f"{path.name} holds no frames")
+    fps = options.fps or (rate if math.isfinite(rate) and 1 <= rate <= 240 else cfg.frames_fps)
+    return FramePlan(path, "video", width, height, count, fps, options, content_hash([path, *(extra or [])]))
+
+
+def content_hash(paths: list[Path]) -> str:
+    """xxh3-128 over names and bytes: cheap next to decoding, and exact about what was dropped."""
+    h = xxhash.xxh3_128()
+    for path in paths:
+        h.update(path.name.encode("utf-8", "surrogateescape") + b"\0")
+        with open(path, "rb") as f:
+            while block := f.read(_HASH_BLOCK):
+                h.update(block)
+    return h.hexdigest()
+
+
+def post_spec(plan: FramePlan, stem: str, cfg: WatcherConfig, job_id: str) -> pb.PostSpec:
+    """The PostSpec for `plan`: output under the agent's output_root/<output_subdir>/, named after the drop."""
+    stem = plan.options.output or stem
+    output = f"{cfg.output_subdir.strip('/')}/{stem}" if cfg.output_subdir.strip("/") else stem
+    o = plan.options
+    return pb.PostSpec(output_name=output, upscale=o.upscale, upscale_model=o.upscale_model, codec=o.codec,
+                       crf=o.crf, preset=o.preset, fps=plan.fps, encoder=o.encoder, encode=True, job_id=job_id)
+
+
+async def stream_plan(stub: Any, plan: FramePlan, spec: pb.PostSpec, *, chunk_bytes: int = 0,
+                      timeout: float | None = None) -> pb.PostResult:
+    """Send `plan`'s frames to a PostProcess stream; returns the agent's result.
+
+    A frame that fails to decode ends the stream without its trailer, so the agent discards
+    what it got; the decode error is raised here, not the agent's "truncated".
+    """
+    loop = asyncio.get_running_loop()
+    # One thread owns the decoder (PyAV and Pillow objects stay on it); frames are pulled one at a time.
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
+    source = plan.frames()
+    sender = tf.FrameSender(tf.rgb_header(plan.width, plan.height, plan.count, plan.fps), chunk_bytes)
+    failure: list[BaseException] = []
+
+    async def requests() -> Any:
+        yield wire.encode_spec(spec)
+        yield sender.header_message()
+        try:
+            while (frame := await loop.run_in_executor(reader, next, source, None)) is not None:
+                if frame.shape != (plan.height, plan.width, 3):
+                    raise Refused(f"frame {sender.frames} is {frame.shape[1]}x{frame.shape[0]}, "
+                                  f"not {plan.width}x{plan.height}")
+                for message in sender.frame_messages(np.ascontiguousarray(frame)):
+                    yield message
+            if sender.frames != plan.count:
+                raise Refused(f"{plan.source.name} decoded to {sender.frames} frames, not the {plan.count} counted")
+        except Exception as exc:  # noqa: BLE001 - reported below, after the agent has given up
+            failure.append(exc)
+            return
+        yield sender.trailer_message()
+
+    result: pb.PostResult | None = None
+    try:
+        call = stub.post_process(requests(), timeout=timeout)
+        try:
+            async for event in call:
+                if event.HasField("result"):
+                    result = event.result
+        except Exception:
+            if failure:
+                raise failure[0] from None
+            raise
+        if failure:
+            raise failure[0]
+    finally:
+        await loop.run_in_executor(reader, source.close)
+        reader.shutdown(wait=False)
+    if result is None:
+        raise Refused("the agent ended the stream without a result")
+    return result

@@ -1,0 +1,163 @@
+"""Job files: parse and check, submit once, move to inbox/accepted/, write the outcome beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from artifex_agent.errors import RequestError
+from artifex_agent.jobspec import JobSpec
+from artifex_agent.watcher import files, names
+from artifex_agent.watcher.claim import Claim
+from artifex_agent.watcher.files import Refused, Retry
+from artifex_agent.watcher.ledger import Ledger, Record, item_key
+from artifex_agent.watcher.names import Layout
+from artifex_agent.watcher.submitter import TERMINAL, JobSubmitter, ModelLookup, describe, is_refusal
+
+logger = logging.getLogger(__name__)
+
+# A job description is a few hundred bytes; anything this big was dropped by mistake.
+MAX_JOB_BYTES = 1 << 20
+
+
+def parse_job(data: bytes, name: str) -> JobSpec:
+    """The JobSpec a job file describes; Refused with a reason a person can act on."""
+    if len(data) > MAX_JOB_BYTES:
+        raise Refused(f"it is {len(data)} bytes; a job file is a small .toml or .json (at most {MAX_JOB_BYTES})")
+    try:
+        text = data.decode("utf-8-sig")  # Notepad may start the file with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise Refused(f"it is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    raw: Any
+    if name.lower().endswith(".toml"):
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise Refused(f"it is not valid TOML: {exc}") from None
+    else:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise Refused(f"it is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        if not isinstance(raw, dict):
+            raise Refused("the JSON must be one object of job fields, e.g. {\"prompt\": \"a fox\"}")
+    try:
+        return JobSpec.from_dict(raw)
+    except (RequestError, TypeError) as exc:
+        raise Refused(str(exc)) from None
+
+
+@dataclass
+class JobFiles:
+    """Everything a job file goes through after it was claimed."""
+
+    layout: Layout
+    ledger: Ledger
+    submitter: JobSubmitter
+    owner: str
+    models: ModelLookup | None = None
+
+    def process(self, c: Claim) -> None:
+        """Submit (once) and accept, or quarantine; raises Retry when the coordinator cannot be reached."""
+        key = content = ""
+        try:
+            real = files.resolve_input(c.path, c.origin, self.layout.root)
+            if real.is_dir():
+                raise Refused("it is a folder; inbox/ takes job files (.toml or .json), frame folders go into frames/")
+            problem = names.name_problem(c.name)
+            if problem:
+                raise Refused(problem)
+            if not c.name.lower().endswith(names.JOB_SUFFIXES):
+                raise Refused("only .toml and .json job files are read from inbox/ (see docs/watcher.md)")
+            data = real.read_bytes()
+            content = hashlib.sha256(data).hexdigest()
+            key = item_key(c.relpath, content)
+            rec = self.ledger.get(key)
+            if rec is not None and rec.job_id:
+                # Submitted before a crash or a restart (or the same file dropped again): no second job.
+                logger.info("%s was already submitted as job %s", c.relpath, rec.job_id)
+                self._accept(c, rec)
+                return
+            spec = parse_job(data, c.name)
+            self._check_model(spec)
+            rec = self.ledger.record(Record(key, c.relpath, content, "job", "claimed",
+                                            location=str(c.path), owner=self.owner))
+            try:
+                job_id = self.submitter.submit(spec, idempotency_key=f"drop-{key}")
+            except Exception as exc:
+                if is_refusal(exc):
+                    raise Refused(f"the coordinator refused it: {describe(exc)}") from None
+                raise Retry(f"coordinator unavailable: {describe(exc)}") from exc
+            self.ledger.update(key, state="submitted", job_id=job_id, job_state="queued")
+            rec.job_id, rec.state = job_id, "submitted"
+            logger.info("submitted %s as job %s", c.relpath, job_id)
+            self._accept(c, rec)
+        except Refused as exc:
+            dest = files.quarantine(c, self.layout, str(exc), self.owner, tag=(key or c.token)[:8])
+            # Refused before it could be read: remembered under its claim token, so --status counts it.
+            self.ledger.record(Record(key or item_key(c.relpath, c.token), c.relpath, content, "job", "quarantined",
+                                      location=str(dest), detail=str(exc), owner=self.owner))
+
+    def _check_model(self, spec: JobSpec) -> None:
+        known = self.models() if self.models else None
+        if known is not None and spec.model not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise Refused(f"no agent has the model {spec.model!r} (they have: {listed})")
+
+    def _accept(self, c: Claim, rec: Record) -> None:
+        """Move the claimed file to inbox/accepted/ with NAME.job holding the job id."""
+        acc = self.layout.accepted
+        acc.mkdir(parents=True, exist_ok=True)
+        name = names.unique_name(acc, c.name, rec.key[:8])
+        # The id is written first: a crash between the two steps leaves the file in processing/,
+        # where the restart finds it and, through the ledger, the same job id.
+        files.write_note(acc / (name + names.JOB_ID_SUFFIX), rec.job_id + "\n")
+        self.ledger.update(rec.key, location=str(acc / name))
+        c.path.rename(acc / name)
+        if rec.state in ("done", "failed"):
+            # The same file dropped again after its job ended: the outcome goes beside this copy too.
+            rec.location = str(acc / name)
+            self._finish(rec, rec.state, rec.detail + "\n", rec.job_state)
+
+    def poll(self) -> int:
+        """Look up unfinished jobs; write NAME.result.txt or NAME.error.txt when one ends; returns how many run."""
+        running = self.ledger.in_state("submitted", kind="job")
+        left = len(running)
+        for rec in running:
+            try:
+                job = self.submitter.get(rec.job_id)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if is_refusal(exc):
+                    self._finish(rec, "failed", f"the coordinator no longer knows job {rec.job_id}: {describe(exc)}")
+                    left -= 1
+                    continue
+                logger.info("cannot look up job %s yet: %s", rec.job_id, describe(exc))
+                return left
+            state = str(job.state)
+            if state in TERMINAL:
+                if state == "done":
+                    self._finish(rec, "done", "\n".join(job.outputs) + "\n")
+                else:
+                    self._finish(rec, "failed", f"job {rec.job_id} {state}: {job.error or 'no reason given'}",
+                                 job_state=state)
+                left -= 1
+            elif state != rec.job_state:
+                self.ledger.update(rec.key, job_state=state)
+        return left
+
+    def _finish(self, rec: Record, state: str, detail: str, job_state: str = "") -> None:
+        where = Path(rec.location)
+        if state == "done":
+            files.write_note(where.with_name(where.name + names.RESULT_SUFFIX), detail)
+            logger.info("job %s (%s) done: %s", rec.job_id, rec.relpath, detail.strip().replace("\n", ", "))
+        else:
+            hint = "Read the reason above; fix the job and drop it into inbox/ again (a changed file is a new job)."
+            files.write_note(where.with_name(where.name + names.ERROR_SUFFIX),
+                             files.error_text(rec.relpath, detail, self.owner, hint=hint))
+            logger.warning("job %s (%s) %s", rec.job_id, rec.relpath, detail)
+        self.ledger.update(rec.key, state=state, job_state=job_state or state, detail=detail.strip())

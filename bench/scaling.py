@@ -1,0 +1,252 @@
+"""bench/scaling: the same jobs through the coordinator with one agent, then with two, in one run.
+
+Two real agents (`artifex-agent serve`, torch at 1 thread) serve a heavier tiny Wan2.2
+checkpoint whose generation costs about 4x its post-processing (2x upscale + H.264).
+Each agent is pinned to its own CPU core (taskset): one core stands for one PC's GPU, so
+an agent's generation and its post-processing compete as they do on one GPU, and the
+second agent brings its own core as a second PC brings its own GPU. (Unpinned, the lone
+agent would post-process on the idle second core for free, and the ratio could not pass
+2G/(G+P) = 1.6; --no-pin measures that case.) A real coordinator process runs the jobs
+(batch_size 1: batching changes the cost per job, and 12 jobs in batches of 4 cannot split
+evenly over two agents). Prints jobs/minute for one and two agents and their ratio, the
+ratio the machine itself gives for the same jobs run straight on the agents (two cores of
+a shared VM do not compute twice as fast as one), how busy the coordinator kept the
+agents, and its own overhead: Submit -> stage start p50/p99 on an idle cluster, and its
+CPU time per job against the time a job runs.
+
+    .venv/bin/python -m bench.scaling [--jobs 12] [--rounds 2] [--no-pin] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._common import emit, workdir
+
+MODEL = "wan2.2-bench-t2v-a14b"
+# build_tiny_checkpoint knobs: wider and deeper than the test model, so denoising dominates.
+CHECKPOINT = {"layers": 4, "heads": 8, "head_dim": 32, "ffn_dim": 1024}
+JOB = {"width": 96, "height": 96, "frames": 33, "steps": 10, "guidance": 1.0, "fps": 16.0, "upscale": 2}
+PROBE_JOB = {"width": 16, "height": 16, "frames": 5, "steps": 1, "guidance": 1.0, "fps": 8.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_agents(tmp: Path, pin: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """Agents 'a' (prefers generation) and 'b' (prefers post), each on its own core when pinned."""
+    from artifex_agent.engines.checkpoint import ensure_tiny_checkpoint
+    from artifex_agent.launcher import start_agent, wait_serving
+    from artifex_agent.local_cluster import write_cluster_toml
+
+    models = tmp / "models"
+    ensure_tiny_checkpoint(models, MODEL, variant="t2v-a14b", **CHECKPOINT)
+    addresses = {name: f"127.0.0.1:{_free_port()}" for name in ("a", "b")}
+    tables = {name: {"listen": addresses[name], "models_root": str(models), "output_root": str(tmp / "out" / name),
+                     "torch_threads": 1, "preload": [MODEL], "prefer": [stage]}
+              for name, stage in (("a", "generate"), ("b", "post"))}
+    config = write_cluster_toml(tmp / "agents.toml", tables)
+    children: dict[str, Any] = {}
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    for i, name in enumerate(("a", "b")):
+        prefix = ["taskset", "-c", str(cpus[i % len(cpus)])] if pin and cpus and shutil.which("taskset") else []
+        children[name] = start_agent(config, name, tmp, prefix=prefix, env={"OMP_NUM_THREADS": "1"})
+        asyncio.run(wait_serving(addresses[name], timeout=120))
+    return children, addresses
+
+
+def calibrate(address: str) -> tuple[float, float]:
+    """Generation and post-processing seconds of one job on one agent (direct relay, after a warm-up)."""
+    from artifex_agent.jobspec import JobSpec
+    from artifex_agent.relay import generate_and_post
+    from artifex_agent.transport.channel import AgentStub, open_channel
+
+    spec = JobSpec(prompts=["a red fox running"], model=MODEL, **JOB)  # type: ignore[arg-type]
+
+    async def once(name: str) -> tuple[float, float]:
+        async with open_channel(address) as ch:
+            relay = await generate_and_post(AgentStub(ch), AgentStub(ch), spec.generate_request(),
+                                            spec.post_spec(f"calibrate/{name}"))
+        return relay.stage_s["generate"], relay.stage_s["stream+post"]
+
+    asyncio.run(once("warm"))
+    runs = [asyncio.run(once(f"run{i}")) for i in range(2)]
+    return statistics.mean(r[0] for r in runs), statistics.mean(r[1] for r in runs)
+
+
+def direct_ratio(addresses: dict[str, str], jobs: int) -> float:
+    """The machine's own two-vs-one ratio: jobs straight on each agent (no coordinator), one agent then both."""
+    from artifex_agent.jobspec import JobSpec
+    from artifex_agent.relay import generate_and_post
+    from artifex_agent.transport.channel import AgentStub, open_channel
+
+    spec = JobSpec(prompts=["a red fox running"], model=MODEL, **JOB)  # type: ignore[arg-type]
+
+    async def loop(name: str) -> None:
+        async with open_channel(addresses[name]) as ch:
+            for i in range(jobs):
+                await generate_and_post(AgentStub(ch), AgentStub(ch), spec.generate_request(),
+                                        spec.post_spec(f"direct/{name}{i}"))
+
+    async def timed(names: list[str]) -> float:
+        t0 = time.monotonic()
+        await asyncio.gather(*(loop(n) for n in names))
+        return time.monotonic() - t0
+
+    alone = asyncio.run(timed(["a"]))
+    both = asyncio.run(timed(["a", "b"]))
+    return 2 * alone / both
+
+
+class CoordinatorRun:
+    """A coordinator process over some of the agents, with a fresh database and cache."""
+
+    def __init__(self, tmp: Path, name: str, addresses: dict[str, str]) -> None:
+        from artifex_agent.launcher import ChildProcess
+        from artifex_agent.local_cluster import write_cluster_toml
+
+        self.dir = tmp / name
+        self.dir.mkdir()
+        self.address = f"127.0.0.1:{_free_port()}"
+        stages = {"a": "generate", "b": "post"}
+        tables = {n: {"address": addr, "prefer": [stages[n]]} for n, addr in addresses.items()}
+        config = write_cluster_toml(self.dir / "coordinator.toml", tables, coordinator={
+            "listen": self.address, "database": str(self.dir / "jobs.db"), "results_cache": str(self.dir / "cache"),
+            "batch_size": 1, "batch_timeout_s": 0.0})
+        self.child = ChildProcess(["coordinator", "--config", str(config), "--port-file", str(self.dir / "port")],
+                                  self.dir / "coordinator.log", self.dir / "port").start()
+        self.child.wait_port()
+        deadline = time.monotonic() + 30
+        while (self.dir / "coordinator.log").read_text().count(" is up (") < len(addresses):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"agents not up for the coordinator:\n{self.child.log_tail()}")
+            time.sleep(0.05)
+
+    def cpu_s(self) -> float:
+        import psutil
+
+        assert self.child.proc is not None
+        t = psutil.Process(self.child.proc.pid).cpu_times()
+        return float(t.user + t.system)
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
+def _cpu_s(pids: list[int]) -> float:
+    import psutil
+
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+def throughput(run: CoordinatorRun, jobs: int, agent_pids: list[int]) -> dict[str, Any]:
+    """Submit `jobs` at once, wait for all; jobs/minute, CPU per job (coordinator, agents), where things ran."""
+    from artifex_agent.client import JobsClient
+    from artifex_agent.jobspec import JobSpec
+
+    with JobsClient(run.address, timeout=60) as client:
+        agents0 = _cpu_s(agent_pids)
+        cpu0, t0 = run.cpu_s(), time.monotonic()
+        ids = [client.submit(JobSpec(prompts=[f"a red fox running {i}"], model=MODEL, seed=i, **JOB))  # type: ignore[arg-type]
+               for i in range(jobs)]
+        done = [client.wait(i, timeout=600) for i in ids]
+        wall, cpu = time.monotonic() - t0, run.cpu_s() - cpu0
+        agents_cpu = _cpu_s(agent_pids) - agents0
+    failed = [j for j in done if j.state != "done"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} job(s) failed: {failed[0].error}")
+    run_s = statistics.mean((j.finished or 0) - (j.started or 0) for j in done)
+    used = sum(1 for n in ("a", "b") if any(j.agent == n or j.post_agent == n for j in done))
+    return {"jobs_per_min": jobs / wall * 60, "wall_s": wall, "cpu_per_job_ms": cpu / jobs * 1000,
+            "agent_cpu_per_job_s": agents_cpu / jobs, "agent_busy": agents_cpu / (wall * used),
+            "job_run_s": run_s, "generated_on": {a: sum(j.agent == a for j in done) for a in ("a", "b")},
+            "posted_on_same_agent": sum(j.agent == j.post_agent for j in done)}
+
+
+def dispatch_latency(run: CoordinatorRun, n: int) -> list[float]:
+    """Submit -> stage start (the Generate call), one job at a time on an idle cluster, in ms."""
+    from artifex_agent.client import JobsClient
+    from artifex_agent.jobspec import JobSpec
+
+    out = []
+    with JobsClient(run.address, timeout=60) as client:
+        for i in range(n):
+            job = client.wait(client.submit(JobSpec(prompts=["a probe"], model=MODEL, seed=10_000 + i,
+                                                    **PROBE_JOB)), timeout=60)  # type: ignore[arg-type]
+            out.append(((job.started or 0) - job.created) * 1000)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="one-agent and two-agent runs alternate this many times; medians are reported")
+    parser.add_argument("--probes", type=int, default=30, help="jobs for the Submit -> stage start latency")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin each agent to its own core")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    tmp = workdir("scaling")
+    children, addresses = start_agents(tmp, pin=not args.no_pin)
+    pids = [c.proc.pid for c in children.values()]
+    one: list[dict[str, Any]] = []
+    two: list[dict[str, Any]] = []
+    try:
+        gen_s, post_s = calibrate(addresses["a"])
+        direct = direct_ratio(addresses, max(args.jobs // 2, 1))
+        for i in range(args.rounds):
+            # Alternate the order, so a slow spell of the machine does not always hit the same setup.
+            for kind in (("one", "two") if i % 2 == 0 else ("two", "one")):
+                run = CoordinatorRun(tmp, f"{kind}{i}", addresses if kind == "two" else {"a": addresses["a"]})
+                try:
+                    (two if kind == "two" else one).append(throughput(run, args.jobs, pids))
+                    if kind == "two" and i == args.rounds - 1:
+                        latency = sorted(dispatch_latency(run, args.probes))
+                finally:
+                    run.stop()
+    finally:
+        for child in children.values():
+            child.stop()
+    p99 = latency[min(len(latency) - 1, round(0.99 * (len(latency) - 1)))]
+
+    def med(runs: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in runs))
+
+    one_jpm, two_jpm = med(one, "jobs_per_min"), med(two, "jobs_per_min")
+    emit({
+        "jobs": args.jobs, "rounds": args.rounds, "pinned": not args.no_pin,
+        "job": f"{JOB['width']}x{JOB['height']} {JOB['frames']} frames {JOB['steps']} steps, "
+               f"upscale {JOB['upscale']}, h264",
+        "generate_s": gen_s, "post_s": post_s, "generate_over_post": gen_s / post_s,
+        "one_agent_jobs_per_min": one_jpm, "two_agents_jobs_per_min": two_jpm, "ratio": two_jpm / one_jpm,
+        "ratios_per_round": [round(b["jobs_per_min"] / a["jobs_per_min"], 3) for a, b in zip(one, two, strict=True)],
+        # The same jobs straight on the agents, one after another on each: what this machine allows.
+        "direct_ratio_without_coordinator": direct,
+        # Share of the wall time the agents' cores were computing: what the coordinator controls.
+        "agent_busy_one": med(one, "agent_busy"), "agent_busy_two": med(two, "agent_busy"),
+        "agent_cpu_per_job_s_one": med(one, "agent_cpu_per_job_s"),
+        "agent_cpu_per_job_s_two": med(two, "agent_cpu_per_job_s"),
+        "two_agents_generated_on": two[-1]["generated_on"],
+        "two_agents_posted_on_generating_agent": two[-1]["posted_on_same_agent"],
+        "submit_to_stage_start_p50_ms": statistics.median(latency), "submit_to_stage_start_p99_ms": p99,
+        "coordinator_cpu_per_job_ms": med(two, "cpu_per_job_ms"),
+        "coordinator_cpu_pct_of_job_run": 100 * med(two, "cpu_per_job_ms") / 1000 / med(two, "job_run_s"),
+        "workdir": str(tmp),
+    }, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`two_hosts`: namespaces A and B on a veth link, an agent in each (see tests/netns/rig.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netns.rig import TwoHosts, unavailable
+
+
+@pytest.fixture(scope="session")
+def _two_hosts_session(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[TwoHosts]:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    # Built once per session (two agents take seconds to start on two cores); removed at the
+    # end, on failure, and at interpreter exit (TwoHosts registers atexit).
+    with TwoHosts(tmp_path_factory.mktemp("two-hosts"), models_root=models_root) as rig:
+        yield rig
+
+
+@pytest.fixture
+def two_hosts(_two_hosts_session: TwoHosts) -> Iterator[TwoHosts]:
+    """The shared rig, put back to a healthy link after each test whatever the test did."""
+    rig = _two_hosts_session
+    rig.reset()
+    try:
+        yield rig
+    finally:
+        rig.reset()
+        if any(c.proc is None or c.proc.poll() is not None for c in rig.agents.values()):
+            rig.start_agents()  # a test stopped one: the next test gets both back

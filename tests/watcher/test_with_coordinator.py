@@ -1,0 +1,211 @@
+"""The watcher as `artifex-agent watch` processes against a real coordinator process: exactly once, crashes included."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from artifex_agent.client import JobsClient
+from artifex_agent.launcher import ChildProcess, wait_serving
+from artifex_agent.local_cluster import write_cluster_toml
+from artifex_agent.watcher.names import Layout
+from tests.watcher.conftest import job_text, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Rig:
+    """A coordinator process and the cluster file its watchers read; agents as the caller gives them."""
+
+    def __init__(self, work: Path, agents: dict[str, dict[str, Any]], **watcher: Any) -> None:
+        self.work = work
+        self.port = free_port()
+        self.root = work / "drop"
+        self.layout = Layout(self.root)
+        self.watcher = {"root": str(self.root), "poll_interval_s": 0.1, "settle_s": 0.2, "status_interval_s": 0.2,
+                        **watcher}
+        self.agents = agents
+        self.config = self.write("cluster.toml", owner="pc1", ledger=str(work / "pc1.db"))
+        self.coordinator: ChildProcess | None = None
+        self.watchers: list[ChildProcess] = []
+
+    def write(self, name: str, **watcher: Any) -> Path:
+        coordinator = {"listen": f"127.0.0.1:{self.port}", "database": str(self.work / "jobs.db"),
+                       "results_cache": str(self.work / "cache"), "batch_size": 1, "batch_timeout_s": 0.0,
+                       "health_interval_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 1.0}
+        return write_cluster_toml(self.work / name, self.agents, coordinator=coordinator,
+                                  watcher={**self.watcher, **watcher})
+
+    def start_coordinator(self) -> None:
+        self.coordinator = ChildProcess(["coordinator", "--config", str(self.config), "--port-file",
+                                         str(self.work / "coordinator.port"), "--grace", "1"],
+                                        self.work / "coordinator.log", self.work / "coordinator.port").start()
+        self.coordinator.wait_port()
+        import asyncio
+
+        asyncio.run(wait_serving(f"127.0.0.1:{self.port}", timeout=20))
+
+    def start_watcher(self, config: Path | None = None, log: str = "watch.log") -> ChildProcess:
+        child = ChildProcess(["watch", "--config", str(config or self.config)], self.work / log).start()
+        self.watchers.append(child)
+        wait_for(lambda: "watching " in child.log_tail(200) or child.proc.poll() is not None,  # type: ignore[union-attr]
+                 timeout=30, what="the watcher to start")
+        assert child.proc is not None and child.proc.poll() is None, child.log_tail()
+        return child
+
+    def client(self) -> JobsClient:
+        return JobsClient(f"127.0.0.1:{self.port}", timeout=20)
+
+    def stop(self) -> None:
+        for w in self.watchers:
+            w.stop()
+        if self.coordinator is not None:
+            self.coordinator.stop()
+
+    def stage(self, count: int, prefix: str = "job") -> Callable[[], None]:
+        """Write `count` job files beside the inbox; the returned call renames them all in at once."""
+        staging = self.work / "staging"
+        staging.mkdir(exist_ok=True)
+        self.layout.create()
+        for i in range(count):
+            (staging / f"{prefix}{i:03d}.toml").write_text(job_text(f"{prefix} {i}"))
+
+        def drop() -> None:
+            for i in range(count):
+                os.rename(staging / f"{prefix}{i:03d}.toml", self.layout.inbox / f"{prefix}{i:03d}.toml")
+        return drop
+
+    def accepted_ids(self) -> list[str]:
+        return [p.read_text().strip() for p in self.layout.accepted.glob("*.job")]
+
+
+@pytest.fixture
+def queue_only(tmp_path: Path) -> Iterator[Rig]:
+    """A coordinator whose one agent is not running: jobs are accepted and stay queued."""
+    rig = Rig(tmp_path, {"gpu": {"listen": f"127.0.0.1:{free_port()}"}})
+    rig.start_coordinator()
+    try:
+        yield rig
+    finally:
+        rig.stop()
+
+
+def _coordinator_jobs(rig: Rig) -> list[Any]:
+    with rig.client() as client:
+        return client.list(limit=1000)
+
+
+def _assert_once_each(rig: Rig, count: int) -> None:
+    jobs = _coordinator_jobs(rig)
+    ids = rig.accepted_ids()
+    assert len(jobs) == count, f"coordinator has {len(jobs)} jobs for {count} files"
+    assert sorted(ids) == sorted(j.id for j in jobs), "every accepted file names its own job"
+    assert len({j.idempotency_key for j in jobs}) == count
+    assert sorted(j.spec.prompts[0] for j in jobs) == sorted(f"job {i}" for i in range(count))
+    assert not list(rig.layout.inbox.glob("*.toml")) and not list(rig.layout.processing.iterdir())
+
+
+def test_hundred_job_files_make_hundred_jobs_once_each(queue_only: Rig) -> None:
+    drop = queue_only.stage(100)
+    queue_only.start_watcher()
+    drop()
+    wait_for(lambda: len(list(queue_only.layout.accepted.glob("*.toml"))) == 100, timeout=60, what="100 accepted")
+    _assert_once_each(queue_only, 100)
+
+
+def test_killed_mid_batch_and_restarted_still_once_each(queue_only: Rig) -> None:
+    drop = queue_only.stage(100)
+    accepted = lambda: len(list(queue_only.layout.accepted.glob("*.toml")))  # noqa: E731
+    watcher = queue_only.start_watcher()
+    drop()
+    for stop_at in (10, 45):
+        wait_for(lambda n=stop_at: accepted() >= n, timeout=60, what=f"{stop_at} accepted")  # type: ignore[misc]
+        watcher.kill()  # kill -9: no clean-up at all
+        assert accepted() < 100, "the batch was over before the kill"
+        watcher = queue_only.start_watcher(log=f"watch-{stop_at}.log")
+    wait_for(lambda: accepted() == 100, timeout=60, what="all 100 accepted after restarts")
+    _assert_once_each(queue_only, 100)
+
+
+def test_two_watchers_on_one_folder_take_each_file_once(queue_only: Rig) -> None:
+    drop = queue_only.stage(100)
+    second = queue_only.write("pc2.toml", owner="pc2", ledger=str(queue_only.work / "pc2.db"))
+    queue_only.start_watcher()
+    queue_only.start_watcher(second, log="watch-pc2.log")
+    drop()
+    wait_for(lambda: len(list(queue_only.layout.accepted.glob("*.toml"))) == 100, timeout=60, what="100 accepted")
+    _assert_once_each(queue_only, 100)
+
+
+def test_files_dropped_while_the_watcher_was_down_are_taken_at_start(queue_only: Rig) -> None:
+    drop = queue_only.stage(5)
+    drop()
+    queue_only.start_watcher()
+    wait_for(lambda: len(queue_only.accepted_ids()) == 5, timeout=30, what="5 accepted")
+    _assert_once_each(queue_only, 5)
+    out = ChildProcess(["watch", "--config", str(queue_only.config), "--status"], queue_only.work / "status.log")
+    out.start()
+    assert out.proc is not None and out.proc.wait(30) == 0
+    assert "running 5" in out.log_tail()
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Real agents 'gen' and 'post' serving the tiny Wan2.2 checkpoint."""
+    from artifex_agent.local_cluster import DEMO_MODEL, LocalCluster
+
+    tables = {"gen": {"prefer": ["generate"], "preload": [DEMO_MODEL]},
+              "post": {"prefer": ["post"], "preload": [DEMO_MODEL]}}
+    with LocalCluster(tmp_path_factory.mktemp("agents"), agents=tables) as cluster:
+        yield cluster
+
+
+def test_job_file_and_frame_folder_end_to_end_on_real_agents(agents: Any, tmp_path: Path) -> None:
+    import av
+    import numpy as np
+    from PIL import Image
+
+    tables = {a.name: {"address": a.dial_address, "prefer": list(a.prefer), "roles": list(a.roles),
+                       "output_root": str(a.output_root)} for a in agents.config.agents}
+    rig = Rig(tmp_path, tables)
+    rig.start_coordinator()
+    try:
+        rig.layout.create()
+        rig.start_watcher()
+        tiny = 'size = "16x16"\nframes = 5\nsteps = 1\nguidance = 1.0\nfps = 8.0\n'
+        (rig.layout.inbox / "fox.toml.part").write_text(f'prompt = "a red fox"\nmodel = "{agents.model}"\n{tiny}')
+        (rig.layout.inbox / "fox.toml.part").rename(rig.layout.inbox / "fox.toml")
+        (rig.layout.inbox / "unknown.toml").write_text(f'prompt = "a red fox"\nmodel = "wan9-huge"\n{tiny}')
+        (rig.layout.inbox / "noupscaler.toml").write_text(
+            f'prompt = "a cat"\nmodel = "{agents.model}"\nupscale_model = "missing.safetensors"\n{tiny}')
+        shot = tmp_path / "shot"
+        shot.mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8)).save(shot / f"{i:04d}.png")
+        os.rename(shot, rig.layout.frames / "shot")
+
+        result = rig.layout.accepted / "fox.toml.result.txt"
+        wait_for(result.exists, timeout=120, what="fox.toml's result")
+        output = Path(result.read_text().splitlines()[0])
+        with av.open(str(output)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 5
+        note = (rig.layout.failed / "unknown.toml.error.txt")
+        wait_for(note.exists, timeout=30, what="the unknown model refused")
+        assert "wan9-huge" in note.read_text()
+        wait_for((rig.layout.accepted / "noupscaler.toml.error.txt").exists, timeout=120,
+                 what="the failed job's error")
+        assert "missing.safetensors" in (rig.layout.accepted / "noupscaler.toml.error.txt").read_text()
+        done = rig.layout.done / "shot.result.txt"
+        wait_for(done.exists, timeout=60, what="the frame folder's result")
+        assert Path(done.read_text().splitlines()[0]) == agents.config.agent("post").output_root / "drop" / "shot.mp4"
+    finally:
+        rig.stop()
