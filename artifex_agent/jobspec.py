@@ -139,7 +139,7 @@ class JobSpec:
     def batch_key(self) -> tuple[Any, ...]:
         """Jobs with the same key can share one pipeline call (same model, size, frames, steps, guidance)."""
         return (self.model, self.width, self.height, self.frames, self.steps, self.guidance, self.guidance_2,
-                self.negative, bool(self.image))
+                self.negative, self.image)
 
     def generate_request(self, *, job_id: str = "", prompts: list[str] | None = None,
                          output: pb.PayloadKind = pb.PAYLOAD_KIND_RGB24) -> pb.GenerateRequest:

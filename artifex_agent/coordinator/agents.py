@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -87,7 +87,6 @@ class AgentPool:
         self.token = cluster.security.resolved_token()
         self.agents: dict[str, AgentHandle] = {}
         self._task: asyncio.Task[None] | None = None
-        self.first_round = asyncio.Event()
 
     async def start(self) -> None:
         for cfg in self.cluster.agents:
@@ -102,7 +101,7 @@ class AgentPool:
         for agent in self.agents.values():
             await agent.channel.close()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[AgentHandle]:
         return iter(self.agents.values())
 
     def up(self) -> list[AgentHandle]:
@@ -117,7 +116,6 @@ class AgentPool:
     async def _loop(self) -> None:
         while True:
             await asyncio.gather(*(self.check(a) for a in self.agents.values()))
-            self.first_round.set()
             await asyncio.sleep(self.interval_s)
 
     async def check(self, agent: AgentHandle) -> None:

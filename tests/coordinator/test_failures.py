@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,21 @@ def outputs_named(cluster: LocalCluster, job_id: str) -> list[Path]:
 
 def test_kill9_of_the_coordinator_loses_no_job_and_runs_each_once(coordinator: Coordinator,
                                                                   agents: LocalCluster) -> None:
-    with coordinator.client() as client:
+    # A client waiting across the crash just waits longer.
+    waiter = coordinator.client()
+    with coordinator.client() as client, ThreadPoolExecutor(1) as pool:
         coordinator.wait_for_agents(client)
-        ids = [client.submit(spec(f"a fish in a lake {i}", seed=i, width=32, height=32, steps=40))
-               for i in range(8)]
-        wait_stage(client, ids[0], ("denoise",))
+        # About a second each: none can end between the listing and the kill.
+        ids = [client.submit(spec(f"a fish in a lake {i}", seed=i, width=32, height=32, steps=200))
+               for i in range(6)]
+        last = pool.submit(waiter.wait, ids[-1], 90)
+        wait_stage(client, ids[1], ("denoise",))
         running = [j.id for j in client.list(["running"])]
+        coordinator.kill()
         assert running, "nothing was running at the kill"
-    coordinator.kill()
-    coordinator.start()
+        coordinator.start()
+        assert last.result().state == "done"
+    waiter.close()
     with coordinator.client() as client:
         jobs = [client.wait(i, timeout=90) for i in ids]
         assert [j.state for j in jobs] == ["done"] * len(ids)
