@@ -84,7 +84,8 @@ class _Job:
 
     def process(self, batch: list[np.ndarray]) -> None:
         t0 = time.perf_counter()
-        out = self.upscaler(np.stack(batch))
+        # Nothing to scale: hand the received frames on as they are (np.stack would copy them).
+        out = batch if self.upscaler.name == "none" else self.upscaler(np.stack(batch))
         t1 = time.perf_counter()
         self.upscale_s += t1 - t0
         if self.output is not None:
