@@ -7,4 +7,5 @@ scripts/system-deps.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
 .venv/bin/python scripts/gen_protos.py --check
 .venv/bin/ruff check artifex_agent tests bench scripts
+.venv/bin/mypy artifex_agent
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -135,6 +135,7 @@ def build_tiny_checkpoint(
         "transformer_2": transformer_2,
         "boundary_ratio": BOUNDARY_RATIO.get(variant),
     }
+    pipe: Any
     if variant == "i2v-a14b":
         pipe = WanImageToVideoPipeline(**components)  # type: ignore[arg-type]
     else:

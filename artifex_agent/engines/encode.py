@@ -81,7 +81,7 @@ def _probe() -> tuple[str, ...]:
     found = []
     for name in PROBED_ENCODERS:
         try:
-            ctx = av.CodecContext.create(name, "w")
+            ctx: Any = av.CodecContext.create(name, "w")  # a VideoCodecContext; PyAV's stubs say CodecContext
             ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
             ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25)
             if name == "libx265":

@@ -331,7 +331,7 @@ class GenerationEngine:
         if entry.kind != "ti2v" or task != "i2v":
             return pipe
         with self._load_lock:
-            view = self._i2v_views.get(entry.name)
+            view: Any = self._i2v_views.get(entry.name)
             if view is None:
                 from diffusers import WanImageToVideoPipeline
 
@@ -402,4 +402,4 @@ def _allow_missing_ftfy() -> None:
 
     if not is_ftfy_available() and not hasattr(pipeline_wan_i2v, "ftfy"):
         logger.info("ftfy is not installed; i2v prompts are not repaired for mojibake")
-        pipeline_wan_i2v.ftfy = types.SimpleNamespace(fix_text=lambda text: text)  # type: ignore[attr-defined]
+        pipeline_wan_i2v.ftfy = types.SimpleNamespace(fix_text=lambda text: text)  # type: ignore[attr-defined,assignment]

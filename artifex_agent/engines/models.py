@@ -77,6 +77,7 @@ def resolve_model(root: Path, name: str) -> ModelEntry:
     check_model_name(name)
     root = Path(root)
     folder = root / name
+    entry: ModelEntry | None
     if folder.is_dir() and name != UPSCALE_DIR:
         entry = inspect_model(folder)
     else:

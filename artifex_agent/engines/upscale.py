@@ -193,14 +193,14 @@ class Upscaler:
         if isinstance(factor, bool) or not isinstance(factor, numbers.Integral) or not 1 <= factor <= MAX_FACTOR:
             raise RequestError(f"upscale factor must be an integer within 1..{MAX_FACTOR} (got {factor!r})")
         factor = int(factor)
+        self.factor: int = factor
         if tile < 0 or 0 < tile < MIN_TILE:
             raise RequestError(f"tile must be 0 (no tiling) or at least {MIN_TILE} pixels (got {tile})")
         if batch < 1:
             raise RequestError(f"batch must be at least 1 (got {batch})")
-        self.factor = factor
-        self.tile = tile
-        self.batch = batch
-        self.device = resolve_device(device)
+        self.tile: int = tile
+        self.batch: int = batch
+        self.device: torch.device = resolve_device(device)
         self.model: Any = None
         self.model_scale: int | None = None
         if model_path is not None:
@@ -213,7 +213,7 @@ class Upscaler:
                     self.model_scale,
                     factor,
                 )
-        self.dtype = self.model.dtype if self.model is not None else torch.float32
+        self.dtype: torch.dtype = self.model.dtype if self.model is not None else torch.float32
 
     @property
     def name(self) -> str:
