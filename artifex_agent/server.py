@@ -172,13 +172,3 @@ class Agent:
         finally:
             await self.shutdown()
 
-
-def install_event_loop() -> None:
-    """uvloop where it exists (not on Windows); asyncio's loop otherwise."""
-    if sys.platform == "win32":
-        return
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from artifex_agent.cli.options import add_config, env
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ExitCode
+from artifex_agent.lifecycle import install_event_loop, write_port_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,22 +52,9 @@ def run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         await coordinator.startup()
         if args.port_file:
-            tmp = args.port_file.with_suffix(".tmp")
-            tmp.write_text(str(coordinator.port))
-            tmp.replace(args.port_file)
+            write_port_file(args.port_file, coordinator.port)
         await coordinator.serve_until_stopped()
 
-    _install_event_loop()
+    install_event_loop()
     asyncio.run(serve())
     return int(ExitCode.OK)
-
-
-def _install_event_loop() -> None:
-    # Not artifex_agent.server's: that module imports torch, which the coordinator never needs.
-    if sys.platform == "win32":
-        return
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

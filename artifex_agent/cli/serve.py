@@ -11,6 +11,7 @@ from typing import Any
 from artifex_agent.cli.options import add_config, env
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ExitCode
+from artifex_agent.lifecycle import install_event_loop, write_port_file
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def build_agent_config(args: argparse.Namespace) -> tuple[ClusterConfig, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from artifex_agent.server import Agent, install_event_loop
+    from artifex_agent.server import Agent
 
     cluster, cfg = build_agent_config(args)
     agent = Agent(cluster, cfg, grace_s=args.grace)
@@ -55,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         await agent.startup()
         if args.port_file:
-            tmp = args.port_file.with_suffix(".tmp")
-            tmp.write_text(str(agent.port))
-            tmp.replace(args.port_file)
+            write_port_file(args.port_file, agent.port)
         await agent.serve_until_stopped()
 
     install_event_loop()
