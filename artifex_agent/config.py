@@ -43,8 +43,18 @@ class AgentConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Fraction of the GPU's memory this process may take (the seed's set_fraction); 0: no cap.
     gpu_memory_fraction: float = 0.0
+    # Where weights live (engines/placement.py): "auto" picks, per job, the fastest placement the memory
+    # plan says fits; or one of none, model, group, sequential. cpu_offload = true is the older "model".
+    offload: str = "auto"
     cpu_offload: bool = False
-    vae_tiling: bool = False
+    # Expert weights stored as "native" (bf16), "fp8" (computed in bf16, half the memory) or "auto".
+    weight_storage: str = "auto"
+    # Attention kernel: auto (PyTorch SDPA), native, flash (flash-attn), sage (sageattention).
+    attention: str = "auto"
+    # true, false, or "auto": tile the VAE decode exactly when the untiled one would not fit.
+    vae_tiling: bool | str = "auto"
+    # GiB this agent may plan with (0: the GPU's total under gpu_memory_fraction, less what others use).
+    vram_budget_gib: float = 0.0
     # torch intra-op threads; 0 leaves torch's default.
     torch_threads: int = 0
     # Upper bounds on what one request may ask for.
@@ -254,6 +264,7 @@ class ClusterConfig:
                     raise ConfigError(f"agents.{a.name}: unknown stage {stage!r} (use {', '.join(STAGES)})")
             if not 0.0 <= a.gpu_memory_fraction <= 1.0:
                 raise ConfigError(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
+            _validate_placement(a)
             split_hostport(a.listen)
             if a.platform not in ("linux", "windows"):
                 raise ConfigError(f"agents.{a.name}: platform must be linux or windows, not {a.platform!r}")
@@ -273,6 +284,27 @@ class ClusterConfig:
             if a.name == name:
                 return a
         raise ConfigError(f"no agent named {name!r} in the config ({', '.join(a.name for a in self.agents)})")
+
+
+def _validate_placement(a: AgentConfig) -> None:
+    """The memory settings of one agent, checked when the file is read, not when a job needs them."""
+    from artifex_agent.engines.choices import (
+        ATTENTION_CHOICES,
+        OFFLOAD_CHOICES,
+        STORAGE_CHOICES,
+        check_choice,
+    )
+
+    where = f"agents.{a.name}"
+    check_choice("offload", a.offload, OFFLOAD_CHOICES, where)
+    check_choice("weight_storage", a.weight_storage, STORAGE_CHOICES, where)
+    check_choice("attention", a.attention, ATTENTION_CHOICES, where)
+    if a.vae_tiling not in (True, False, "auto"):
+        raise ConfigError(f'{where}: vae_tiling must be true, false or "auto", not {a.vae_tiling!r}')
+    if a.cpu_offload and a.offload not in ("auto", "model"):
+        raise ConfigError(f"{where}: cpu_offload = true contradicts offload = {a.offload!r}; keep only offload")
+    if a.vram_budget_gib < 0:
+        raise ConfigError(f"{where}: vram_budget_gib must be 0 (the GPU's own) or more")
 
 
 def split_hostport(address: str) -> tuple[str, int]:

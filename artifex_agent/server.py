@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from artifex_agent.config import AgentConfig, ClusterConfig
+from artifex_agent.config import AgentConfig, ClusterConfig, default_home
 from artifex_agent.engines import gpu
 from artifex_agent.engines.generation import GenerationEngine
 from artifex_agent.engines.paths import sweep_parts
@@ -93,8 +93,10 @@ class Agent:
         if removed:
             logger.info("removed %d stale .part files from an earlier run", removed)
         self.engine = GenerationEngine(
-            cfg.models_root, device=cfg.device, dtype=cfg.dtype, cpu_offload=cfg.cpu_offload,
-            vae_tiling=cfg.vae_tiling, memory_fraction=cfg.gpu_memory_fraction, max_width=cfg.max_width,
+            cfg.models_root, device=cfg.device, dtype=cfg.dtype, offload=cfg.offload, cpu_offload=cfg.cpu_offload,
+            weight_storage=cfg.weight_storage, attention=cfg.attention, vae_tiling=cfg.vae_tiling,
+            memory_fraction=cfg.gpu_memory_fraction, vram_budget_gib=cfg.vram_budget_gib,
+            misses_file=default_home() / "memplan-misses.jsonl", max_width=cfg.max_width,
             max_height=cfg.max_height, max_frames=cfg.max_frames, max_batch=cfg.max_batch)
         chunk = self.cluster.network.chunk_bytes
         gen = GenerateService(self.engine, cfg, self.activity, chunk_bytes=chunk)

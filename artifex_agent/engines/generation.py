@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import threading
@@ -17,6 +18,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from artifex_agent.engines import placement as placing
+from artifex_agent.engines import weights
 from artifex_agent.engines.gpu import (
     apply_memory_fraction,
     configure_allocator,
@@ -26,6 +29,9 @@ from artifex_agent.engines.gpu import (
     resolve_dtype,
 )
 from artifex_agent.engines.models import ModelEntry, list_models, resolve_model, size_rules
+from artifex_agent.engines.placement import Placement
+from artifex_agent.engines.prompts import PromptEncoder
+from artifex_agent.engines.vram import JobPlan, JobPlanner, MissLog
 from artifex_agent.errors import ArtifexError, ExitCode, RequestError, ResourceError
 
 logger = logging.getLogger(__name__)
@@ -78,6 +84,17 @@ class GenerationResult:
     seconds: float
 
 
+@dataclass
+class Resident:
+    """One loaded model: its pipeline, how it is placed, its text encoder, and which experts it holds."""
+
+    entry: ModelEntry
+    pipe: Any
+    placement: Placement
+    prompts: PromptEncoder
+    experts: frozenset[str]
+
+
 class GenerationEngine:
     """Resident diffusers pipelines for the models under one root; one job at a time."""
 
@@ -87,9 +104,14 @@ class GenerationEngine:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        offload: str = "auto",
+        weight_storage: str = "auto",
+        attention: str = "auto",
+        vae_tiling: bool | str = "auto",
         cpu_offload: bool = False,
-        vae_tiling: bool = False,
         memory_fraction: float = 0.0,
+        vram_budget_gib: float = 0.0,
+        misses_file: Path | None = None,
         max_width: int = 1920,
         max_height: int = 1920,
         max_frames: int = 241,
@@ -100,15 +122,29 @@ class GenerationEngine:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         apply_memory_fraction(memory_fraction, self.device)
-        # Model offload moves whole models between CPU and GPU; on a CPU there is nothing to offload.
-        self.cpu_offload = cpu_offload and self.device.type == "cuda"
+        # cpu_offload = true is the older spelling of offload = "model".
+        if cpu_offload and offload == "auto":
+            offload = "model"
+        placing.check_choice("offload", offload, placing.OFFLOAD_CHOICES)
+        placing.check_choice("weight_storage", weight_storage, placing.STORAGE_CHOICES)
+        placing.check_attention(attention)
+        if vae_tiling not in (True, False, "auto"):
+            raise ResourceError(f"vae_tiling must be true, false or \"auto\", not {vae_tiling!r}")
+        self.offload, self.weight_storage, self.attention = offload, weight_storage, attention
         self.vae_tiling = vae_tiling
+        self.planner = JobPlanner(self.device, self.dtype, fraction=memory_fraction, budget_gib=vram_budget_gib)
+        self.misses = MissLog(misses_file)
         self.max_width, self.max_height, self.max_frames, self.max_batch = max_width, max_height, max_frames, max_batch
-        self._pipes: dict[str, Any] = {}
+        self._resident: dict[str, Resident] = {}
         self._i2v_views: dict[str, Any] = {}
         # Lock order: _run_lock, then _load_lock.
         self._load_lock = threading.RLock()
         self._run_lock = threading.Lock()
+
+    @property
+    def cpu_offload(self) -> bool:
+        """True when whole components move between CPU and GPU (offload "model")."""
+        return self.offload == "model"
 
     def models(self) -> list[ModelEntry]:
         """Every model under the models root."""
@@ -117,36 +153,28 @@ class GenerationEngine:
     def loaded(self) -> list[str]:
         """Names of the models resident now."""
         with self._load_lock:
-            return sorted(self._pipes)
+            return sorted(self._resident)
+
+    def placement_of(self, name: str) -> Placement | None:
+        """How a resident model is placed, or None when it is not loaded."""
+        with self._load_lock:
+            resident = self._resident.get(name)
+            return resident.placement if resident else None
 
     def validate(self, req: GenerationRequest) -> None:
         """Refuse a request that cannot run, before any heavy work, with a message the user can act on."""
-        self._validate(req)
+        entry = self._validate(req)
+        self.planner.plan(entry, req, self._allowed(entry))
 
-    def load(self, name: str) -> Any:
+    def load(self, name: str, experts: frozenset[str] | None = None) -> Any:
         """The resident pipeline for `name`, loading it from the local folder the first time."""
         with self._load_lock:
-            pipe = self._pipes.get(name)
-            if pipe is None:
-                entry = resolve_model(self.models_root, name)
-                if entry.kind == "upscale":
-                    raise RequestError(f"model {name!r} is an upscaler, not a video generation model")
-                pipe = self._pipes[name] = self._load(entry)
-            return pipe
+            return self._ensure(self._entry(name), None, experts).pipe
 
     def unload(self, name: str) -> bool:
         """Drop a resident model and give its memory back; False when it was not loaded."""
         with self._run_lock, self._load_lock:
-            pipe = self._pipes.pop(name, None)
-            self._i2v_views.pop(name, None)
-            if pipe is None:
-                return False
-            if self.cpu_offload:
-                pipe.remove_all_hooks()
-            del pipe
-            release_memory()
-            logger.info("unloaded model %s", name)
-            return True
+            return self._drop(name)
 
     def close(self) -> None:
         """Unload every model (agent shutdown)."""
@@ -162,12 +190,16 @@ class GenerationEngine:
     ) -> GenerationResult:
         """Run one request to the end, reporting steps, stopping early when `cancel` is set."""
         entry = self._validate(req)
+        # Before anything loads: a job that fits no allowed placement is refused here.
+        plan = self.planner.plan(entry, req, self._allowed(entry))
         with self._run_lock:
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("cancelled before it started")
-            pipe = self._pipeline_for(entry, req.task)
+            resident = self._ensure(entry, plan, None)
+            pipe = self._pipeline_for(resident, req.task)
+            self._set_tiling(pipe, plan.tile_vae_for(resident.placement))
             started = time.perf_counter()
-            kwargs = self._call_kwargs(req, entry)
+            kwargs = self._call_kwargs(req, entry, resident)
 
             def step_end(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
                 if on_step is not None:
@@ -181,18 +213,20 @@ class GenerationEngine:
                 output = pipe(**kwargs, callback_on_step_end=step_end).frames
             except Exception as exc:
                 if not is_oom(exc):
-                    self._reset_offload(entry.name)
+                    placing.after_run(resident.pipe, resident.placement)
                     raise
                 oom = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if oom:
                 # Outside the except block, so the traceback's frames (holding activations) are gone first.
-                self._reset_offload(entry.name)
+                placing.after_run(resident.pipe, resident.placement)
                 release_memory()
                 logger.warning("out of memory on %s: %s", self.device, oom)
+                # Kept so the plan's estimates can be checked against what really happened.
+                self.misses.record(plan, resident.placement, oom)
                 raise ResourceError(self._oom_advice(req))
-            if pipe is not self._pipes.get(entry.name):
+            if pipe is not resident.pipe:
                 # The TI2V image-to-video view shares the offload hooks of the pipeline it came from.
-                self._reset_offload(entry.name)
+                placing.after_run(resident.pipe, resident.placement)
             frames: np.ndarray | None = None
             latents: torch.Tensor | None = None
             if req.output == "latent":
@@ -206,20 +240,50 @@ class GenerationEngine:
         )  # fmt: skip
         return GenerationResult(frames=frames, latents=latents, fps=FPS[entry.kind], model=req.model, seconds=seconds)
 
+    def experts_for_steps(self, model: str, steps: int, start: int, stop: int) -> frozenset[str] | None:
+        """The transformers that denoising steps [start, stop) of a `steps`-step job use; None: a one-expert model.
+
+        Read from the scheduler's config and the model's boundary_ratio, without loading anything.
+        """
+        import diffusers
+
+        entry = self._entry(model)
+        if not entry.two_experts:
+            return None
+        index = json.loads((entry.path / "model_index.json").read_text(encoding="utf-8"))
+        config = json.loads((entry.path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        name = str(config.get("_class_name", ""))
+        scheduler_class = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
+        if scheduler_class is None:
+            raise RequestError(f"model {model!r} names an unknown scheduler {name!r}")
+        scheduler = scheduler_class.from_config(config)
+        scheduler.set_timesteps(steps)
+        boundary = float(index["boundary_ratio"]) * scheduler.config.num_train_timesteps
+        used = {"transformer" if t >= boundary else "transformer_2" for t in scheduler.timesteps[start:stop]}
+        return frozenset(used) or None
+
     @contextlib.contextmanager
-    def exclusive(self, model: str) -> Iterator[Any]:
-        """Hold the engine (one job at a time) and yield the resident pipeline to drive step by step (split jobs)."""
+    def exclusive(self, model: str, req: GenerationRequest | None = None,
+                  experts: frozenset[str] | None = None) -> Iterator[Any]:
+        """Hold the engine (one job at a time) and yield the resident pipeline to drive step by step (split jobs).
+
+        `req` plans the placement as for a whole job; `experts` names the transformers this part of a job
+        needs, so an agent running one side of an expert split keeps only that expert resident.
+        """
+        entry = self._entry(model)
+        plan = self.planner.plan(entry, req, self._allowed(entry), experts=experts) if req else None
         with self._run_lock:
-            pipe = self.load(model)
+            resident = self._ensure(entry, plan, experts)
             try:
-                yield pipe
+                yield resident.pipe
             finally:
-                self._reset_offload(model)
+                placing.after_run(resident.pipe, resident.placement)
 
     def decode(self, model: str, latents: torch.Tensor) -> np.ndarray:
         """Decode latents from output="latent" into uint8 frames (clips, F, H, W, 3), as the pipeline would."""
         with self._run_lock:
-            pipe = self.load(model)
+            resident = self._ensure(self._entry(model), None, None)
+            pipe = resident.pipe
             vae = pipe.vae
             z = latents.to(self.device, vae.dtype)
             mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z.device, z.dtype)
@@ -228,7 +292,7 @@ class GenerationEngine:
             with torch.inference_mode():
                 video = vae.decode(z / inv_std + mean, return_dict=False)[0]
                 frames = pipe.video_processor.postprocess_video(video, output_type="np")
-            self._reset_offload(model)
+            placing.after_run(pipe, resident.placement)
             return to_uint8(frames)
 
     def _validate(self, req: GenerationRequest) -> ModelEntry:
@@ -291,8 +355,47 @@ class GenerationEngine:
             raise RequestError(f"guidance_scale_2 applies to two-expert models only; {req.model} has one")
         return entry
 
-    def _load(self, entry: ModelEntry) -> Any:
-        """Build the pipeline named in model_index.json from the local folder, placed as configured."""
+    def _entry(self, name: str) -> ModelEntry:
+        entry = resolve_model(self.models_root, name)
+        if entry.kind == "upscale":
+            raise RequestError(f"model {name!r} is an upscaler, not a video generation model")
+        return entry
+
+    def _allowed(self, entry: ModelEntry) -> list[Placement]:
+        """The placements this agent's settings allow for a model, fastest first."""
+        return placing.candidates(self.offload, self.weight_storage, quantized=_quantized(entry))
+
+    def _ensure(self, entry: ModelEntry, plan: JobPlan | None, experts: frozenset[str] | None) -> Resident:
+        """The resident model, (re)loaded when it is missing, lacks an expert, or its placement cannot hold the job.
+
+        A resident placement that the plan allows is kept even when a faster one would fit this job:
+        reloading 28 GB of experts costs more than the difference.
+        """
+        with self._load_lock:
+            resident = self._resident.get(entry.name)
+            wanted = frozenset(experts) if experts else frozenset(_expert_names(entry))
+            if resident is not None:
+                fits = plan is None or resident.placement in plan.fitting
+                if wanted <= resident.experts and fits:
+                    return resident
+                self._drop(entry.name)
+            placement = plan.choice if plan else self.planner.default_placement(entry, self._allowed(entry))
+            resident = self._resident[entry.name] = self._load(entry, placement, wanted)
+            return resident
+
+    def _drop(self, name: str) -> bool:
+        resident = self._resident.pop(name, None)
+        self._i2v_views.pop(name, None)
+        if resident is None:
+            return False
+        placing.remove(resident.pipe, resident.placement)
+        del resident
+        release_memory()
+        logger.info("unloaded model %s", name)
+        return True
+
+    def _load(self, entry: ModelEntry, placement: Placement, wanted: frozenset[str]) -> Resident:
+        """Build the pipeline named in model_index.json from the local folder, placed as planned."""
         from diffusers import WanImageToVideoPipeline, WanPipeline
 
         _allow_missing_ftfy()
@@ -300,16 +403,25 @@ class GenerationEngine:
         # The Wan VAE loses detail in half precision; diffusers' Wan examples keep it in float32.
         dtype: Any = self.dtype if self.dtype == torch.float32 else {"default": self.dtype, "vae": torch.float32}
         started = time.perf_counter()
-        pipe = cls.from_pretrained(str(entry.path), local_files_only=True, dtype=dtype)
+        # Experts named in experts.toml (GGUF, single files) load through diffusers' single-file loader;
+        # an expert this agent does not need (one side of an expert split) is not loaded at all.
+        components: dict[str, Any] = {}
+        for name in _expert_names(entry):
+            if name not in wanted:
+                components[name] = None
+            elif name in weights.expert_files(entry.path):
+                components[name] = weights.load_expert(entry.path, name, dtype=self.dtype)
+        pipe = cls.from_pretrained(str(entry.path), local_files_only=True, dtype=dtype, **components)
         pipe.set_progress_bar_config(disable=True)
-        if self.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
-            pipe.vae.enable_tiling()
+        prompts = PromptEncoder(entry.name, cls, pipe.tokenizer, pipe.text_encoder,
+                                encode_on=self.planner.encode_device)
+        # The text encoder leaves the pipeline: jobs pass embeddings, so it never sits beside an expert.
+        # Step-wise callers (split.denoise) find the encoder on the pipeline as `prompt_encoder`.
+        pipe.text_encoder = None
+        pipe.prompt_encoder = prompts
         oom = False
         try:
-            if self.cpu_offload:
-                pipe.enable_model_cpu_offload(device=self.device)
-            else:
-                pipe.to(self.device)
+            placing.place(pipe, placement, self.device, compute_dtype=self.dtype, attention=self.attention)
         except Exception as exc:
             if not is_oom(exc):
                 raise
@@ -317,17 +429,18 @@ class GenerationEngine:
         if oom:
             del pipe
             release_memory()
-            raise ResourceError(f"model {entry.name!r} does not fit in GPU memory: enable cpu_offload")
+            raise ResourceError(f"model {entry.name!r} does not fit in GPU memory placed as {placement.label}: "
+                                "set offload = \"auto\" (or group), or weight_storage = \"fp8\"")
         logger.info(
-            "loaded %s (%s, %s, %s%s) in %.1fs",
-            entry.name, cls.__name__, self.device, str(self.dtype).removeprefix("torch."),
-            ", cpu offload" if self.cpu_offload else "", time.perf_counter() - started,
+            "loaded %s (%s, %s, %s, %s, experts %s) in %.1fs",
+            entry.name, cls.__name__, self.device, str(self.dtype).removeprefix("torch."), placement.label,
+            ",".join(sorted(wanted)) or "-", time.perf_counter() - started,
         )  # fmt: skip
-        return pipe
+        return Resident(entry, pipe, placement, prompts, wanted)
 
-    def _pipeline_for(self, entry: ModelEntry, task: str) -> Any:
+    def _pipeline_for(self, resident: Resident, task: str) -> Any:
         """The pipeline for a task; TI2V models run i2v through an image-to-video view sharing their modules."""
-        pipe = self.load(entry.name)
+        pipe, entry = resident.pipe, resident.entry
         if entry.kind != "ti2v" or task != "i2v":
             return pipe
         with self._load_lock:
@@ -342,11 +455,27 @@ class GenerationEngine:
                 self._i2v_views[entry.name] = view
             return view
 
-    def _call_kwargs(self, req: GenerationRequest, entry: ModelEntry) -> dict[str, Any]:
-        """Arguments for the pipeline call."""
+    def _execution_device(self, resident: Resident) -> torch.device:
+        """Where the pipeline computes (its hooks' device under offload)."""
+        return torch.device(resident.pipe._execution_device)
+
+    def _set_tiling(self, pipe: Any, tile: bool) -> None:
+        """Tile the VAE decode as configured; "auto" tiles exactly when the plan says untiled would not fit."""
+        want = tile if self.vae_tiling == "auto" else bool(self.vae_tiling)
+        if want and hasattr(pipe.vae, "enable_tiling"):
+            pipe.vae.enable_tiling()
+        elif hasattr(pipe.vae, "disable_tiling"):
+            pipe.vae.disable_tiling()
+
+    def _call_kwargs(self, req: GenerationRequest, entry: ModelEntry, resident: Resident) -> dict[str, Any]:
+        """Arguments for the pipeline call: embeddings instead of prompts (the text encoder is not in it)."""
+        dtype = resident.prompts.dtype
+        device = self._execution_device(resident)
+        embeds = resident.prompts.encode(list(req.prompts), device=device, dtype=dtype)
+        negative = resident.prompts.encode(len(req.prompts) * [req.negative_prompt or ""], device=device, dtype=dtype)
         kwargs: dict[str, Any] = {
-            "prompt": list(req.prompts),
-            "negative_prompt": req.negative_prompt,
+            "prompt_embeds": embeds,
+            "negative_prompt_embeds": negative,
             "width": req.width,
             "height": req.height,
             "num_frames": req.num_frames,
@@ -363,25 +492,28 @@ class GenerationEngine:
             kwargs["image"] = req.image.convert("RGB").resize((req.width, req.height), PIL.Image.Resampling.LANCZOS)
         return kwargs
 
-    def _reset_offload(self, name: str) -> None:
-        """After a failed or borrowed run, put offloaded models back on the CPU and re-arm the hooks."""
-        pipe = self._pipes.get(name)
-        if self.cpu_offload and pipe is not None:
-            pipe.maybe_free_model_hooks()
-
     def _oom_advice(self, req: GenerationRequest) -> str:
         """What to change after running out of GPU memory."""
         tips = ["fewer frames", "a smaller size"]
         if len(req.prompts) > 1:
             tips.append("fewer prompts per batch")
-        if not self.cpu_offload:
-            tips.append("cpu_offload = true")
-        if not self.vae_tiling:
+        if self.offload != "auto":
+            tips.append("offload = \"auto\"")
+        if self.vae_tiling is not True:
             tips.append("vae_tiling = true")
         return (
             f"out of GPU memory generating {len(req.prompts)} clip(s) of {req.num_frames} frames at "
             f"{req.width}x{req.height}; try {', '.join(tips)}"
         )
+
+
+def _quantized(entry: ModelEntry) -> bool:
+    """True when experts.toml names GGUF experts (already quantized: fp8 storage does not apply)."""
+    return any(f.suffix.lower() == ".gguf" for f in weights.expert_files(entry.path).values())
+
+
+def _expert_names(entry: ModelEntry) -> tuple[str, ...]:
+    return placing.EXPERTS if entry.two_experts else placing.EXPERTS[:1]
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:

@@ -72,8 +72,31 @@ def apply_memory_fraction(fraction: float, device: torch.device) -> None:
         return
     if not 0.0 < fraction <= 1.0:
         raise ConfigError(f"gpu_memory_fraction must be within 0..1, got {fraction}")
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    # torch wants an index here; a bare "cuda" (device auto/cuda) means the current device.
+    torch.cuda.set_per_process_memory_fraction(fraction, device_index(device))
     logger.info("GPU memory capped at %.0f%% of %s", fraction * 100, device)
+
+
+def device_index(device: torch.device) -> int:
+    """The CUDA ordinal of `device`: its own index, or the current device for a bare 'cuda'."""
+    if device.type != "cuda":
+        raise ValueError(f"{device} is not a CUDA device")
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def memory_budget(device: torch.device, fraction: float = 0.0) -> tuple[int, int]:
+    """(bytes this process may use on `device`, bytes the device has in all); (0, 0) on the CPU.
+
+    The budget is the card's total under the `gpu_memory_fraction` cap, less what other processes hold
+    now (the driver's free memory plus what this process's allocator already has reserved).
+    """
+    if device.type != "cuda":
+        return 0, 0
+    index = device_index(device)
+    free, total = torch.cuda.mem_get_info(index)
+    ours = torch.cuda.memory_reserved(index)
+    cap = int(total * fraction) if fraction else total
+    return min(cap, free + ours), total
 
 
 def is_oom(exc: BaseException) -> bool:

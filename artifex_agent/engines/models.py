@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
-from artifex_agent.errors import NotFoundError, RequestError
+from artifex_agent.engines.weights import expert_files
+from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +131,16 @@ def inspect_model(folder: Path) -> ModelEntry:
     # TI2V-5B is a WanPipeline with per-token timesteps; it does both text- and image-to-video.
     entry.kind = "ti2v" if index.get("expand_timesteps") else kind
     entry.two_experts = _names_component(index.get("transformer_2")) and index.get("boundary_ratio") is not None
+    # Experts named in experts.toml (GGUF or single files) keep only their config.json in the folder.
+    try:
+        single_files = expert_files(folder)
+    except ArtifexError as exc:
+        entry.problem = str(exc)
+        return entry
     for component, spec in sorted(index.items()):
         if component.startswith("_") or not _names_component(spec):
             continue
-        problem = _component_problem(folder / component, component, spec)
+        problem = _component_problem(folder / component, component, spec, weights=component not in single_files)
         if problem:
             entry.problem = problem
             return entry
@@ -146,7 +153,7 @@ def _names_component(spec: Any) -> bool:
     return isinstance(spec, list) and len(spec) == 2 and all(isinstance(s, str) for s in spec)
 
 
-def _component_problem(path: Path, component: str, spec: list[str]) -> str:
+def _component_problem(path: Path, component: str, spec: list[str], *, weights: bool = True) -> str:
     """Why one component folder cannot load, or ''."""
     class_name = spec[1]
     if not path.is_dir():
@@ -160,7 +167,7 @@ def _component_problem(path: Path, component: str, spec: list[str]) -> str:
     else:
         if not (path / "config.json").is_file():
             return f"component {component}/ has no config.json"
-        return _weights_problem(path, component)
+        return _weights_problem(path, component) if weights else ""
     if not any((path / c).is_file() for c in configs):
         return f"component {component}/ has no {' or '.join(configs)}"
     return ""

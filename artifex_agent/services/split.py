@@ -122,7 +122,7 @@ def _oom_guard(work: Callable[[], Any]) -> Any:
     if oom:
         # Outside the except block, so the traceback's frames (holding activations) are gone first.
         release_memory()
-        raise ResourceError("out of GPU memory in a split job; try fewer frames, a smaller size or cpu_offload")
+        raise ResourceError('out of GPU memory in a split job; try fewer frames, a smaller size or offload = "auto"')
 
 
 class SplitService:
@@ -180,8 +180,17 @@ class SplitService:
             yield wire.encode_progress(pb.Progress(stage="queued", message=f"model {req.model}"))
             bridge = _Bridge()
 
+            # One side of an expert split needs one expert: only that one is kept resident here, so two
+            # 24 GB cards hold both A14B experts between them without swapping.
+            start = got.state.next_step if got is not None else 0
+            if spec.stop_at_boundary:
+                experts: frozenset[str] | None = frozenset({"transformer"})
+            else:
+                experts = await asyncio.to_thread(self.engine.experts_for_steps, req.model, req.steps, start,
+                                                  spec.stop_step or req.steps)
+
             def work() -> tuple[spb.HandoffHeader | None, list[torch.Tensor]]:
-                with self.engine.exclusive(req.model) as pipe:
+                with self.engine.exclusive(req.model, req, experts=experts) as pipe:
                     bridge.check_cancel()
                     d = Denoiser(pipe, req)
                     if got is not None:
@@ -269,7 +278,7 @@ class SplitService:
                 return tensor
 
         def work() -> torch.Tensor:
-            with self.engine.exclusive(req.model) as pipe:
+            with self.engine.exclusive(req.model, req) as pipe:
                 bridge.check_cancel()
                 d = Denoiser(pipe, req)
                 mine.CopyFrom(cfg_split.identity(d, fingerprint))

@@ -121,8 +121,15 @@ class Denoiser:
         return DenoiseState(0, latents, prompt_embeds, negative)
 
     def _encode(self, prompts: list[str]) -> torch.Tensor:
-        embeds, _ = self.pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False, num_videos_per_prompt=1,
-                                            max_sequence_length=MAX_SEQUENCE_LENGTH, device=self.device)
+        encoder = getattr(self.pipe, "prompt_encoder", None)
+        if encoder is not None:
+            # GenerationEngine's pipelines hold no text encoder; its PromptEncoder does (cached, off the GPU).
+            embeds = encoder.encode(prompts, device=self.device, dtype=encoder.dtype,
+                                    max_sequence_length=MAX_SEQUENCE_LENGTH)
+        else:
+            embeds, _ = self.pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                                num_videos_per_prompt=1, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                                                device=self.device)
         return embeds.to(self.transformer_dtype)
 
     def expert(self, step: int) -> tuple[Any, float]:
