@@ -132,7 +132,8 @@ class GenerationEngine:
             raise ResourceError(f"vae_tiling must be true, false or \"auto\", not {vae_tiling!r}")
         self.offload, self.weight_storage, self.attention = offload, weight_storage, attention
         self.vae_tiling = vae_tiling
-        self.planner = JobPlanner(self.device, self.dtype, fraction=memory_fraction, budget_gib=vram_budget_gib)
+        self.planner = JobPlanner(self.device, self.dtype, fraction=memory_fraction, budget_gib=vram_budget_gib,
+                                  vae_tiling=vae_tiling)
         self.misses = MissLog(misses_file)
         self.max_width, self.max_height, self.max_frames, self.max_batch = max_width, max_height, max_frames, max_batch
         self._resident: dict[str, Resident] = {}

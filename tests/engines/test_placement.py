@@ -331,3 +331,77 @@ def test_prompt_encoder_cache_is_bounded_and_lru() -> None:
     assert encoder.misses == 4
     encoder.encode(["bb"], device=cpu, dtype=torch.float32, max_sequence_length=8)
     assert encoder.misses == 5
+
+
+def test_a_job_over_the_budget_is_refused_before_anything_loads(models_root: Path, tmp_path: Path) -> None:
+    from artifex_agent.errors import ResourceError
+
+    # The tiny model's plan at 1280x720x81 needs ~3.8 GiB (its VAE decode at full size); 2 GiB does not hold it.
+    eng = GenerationEngine(models_root, device="cpu", vram_budget_gib=2.0, max_frames=241,
+                           misses_file=tmp_path / "misses.jsonl")
+    try:
+        big = a14b_job(width=1280, height=720, num_frames=81)
+        with pytest.raises(ResourceError) as err:
+            eng.validate(big)
+        with pytest.raises(ResourceError):
+            eng.generate(big)
+        assert eng.loaded() == []  # refused from the plan, not from an out-of-memory error
+        message = str(err.value)
+        assert "GiB" in message and "What would fit" in message
+        # The suggestions are real: each one is planned again and must pass.
+        import re
+
+        frames = re.search(r"(\d+) frames at 1280x720", message)
+        assert frames is not None
+        eng.validate(a14b_job(width=1280, height=720, num_frames=int(frames.group(1))))
+        size = re.search(r"(\d+)x(\d+) at 81 frames", message)
+        assert size is not None
+        eng.validate(a14b_job(width=int(size.group(1)), height=int(size.group(2)), num_frames=81))
+        assert eng.generate(a14b_job()).frames is not None  # a small job still runs
+        plan = eng.planner.plan(eng._entry(A14B), a14b_job(), eng._allowed(eng._entry(A14B)))
+        assert plan.choice == Placement("none") and plan.estimates[plan.choice] < 2 * 1024**3
+    finally:
+        eng.close()
+
+
+def test_an_out_of_memory_miss_is_recorded_for_checking_the_plan(
+    models_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from artifex_agent.errors import ResourceError
+
+    eng = GenerationEngine(models_root, device="cpu", vram_budget_gib=2.0, misses_file=tmp_path / "misses.jsonl")
+    try:
+        pipe_class = type(eng.load(A14B))
+
+        def out_of_memory(self: object, **kwargs: object) -> None:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        monkeypatch.setattr(pipe_class, "__call__", out_of_memory)
+        with pytest.raises(ResourceError):
+            eng.generate(a14b_job())
+    finally:
+        eng.close()
+    (line,) = (tmp_path / "misses.jsonl").read_text().splitlines()
+    miss = json.loads(line)
+    assert miss["placement"] == "none" and miss["budget_bytes"] == 2 * 1024**3
+    assert 0 < miss["estimated_peak_bytes"] < miss["budget_bytes"] and "out of memory" in miss["error"]
+
+
+def test_models_lists_format_size_and_vram_and_prints_a_plan(
+    models_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from artifex_agent.cli.main import main
+
+    config = tmp_path / "cluster.toml"
+    config.write_text(f'[agents.a]\nmodels_root = "{models_root}"\n')
+    assert main(["models", "--config", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert A14B in listing and "fp32" in listing and "GiB" in listing
+    assert main(["models", "--config", str(config), "--plan", "--model", A14B, "--size", "64x64", "--frames", "9",
+                 "--budget-gib", "24"]) == 0
+    plan = capsys.readouterr().out
+    assert "budget 24.0 GiB (--budget-gib)" in plan and "group+fp8" in plan and "*" in plan
+    assert main(["models", "--config", str(config), "--plan", "--model", A14B, "--budget-gib", "2"]) == 1
+    assert "What would fit" in " ".join(capsys.readouterr().out.split())
