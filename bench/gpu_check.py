@@ -12,7 +12,8 @@ A placement the memory plan refuses (ResourceError before loading) is a row "ref
 out-of-memory a row "out of memory": results, not crashes. Measured per row: load seconds, the second
 step's seconds (the first carries the call's set-up), per-block seconds (step / blocks / passes), peak
 VRAM (torch.cuda.max_memory_allocated, reset once the model is loaded: resident weights count) up to the
-end of the denoising, and the parameter bytes of one block and of everything else in an expert. Then the
+end of the denoising, beside the memory plan's estimate of the same phase (engines.memplan, from the
+configs and headers), and the parameter bytes of one block and of everything else in an expert. Then the
 40-block figures, extrapolated (estimates, not measurements):
   weights per expert   = non-block bytes + 40 x block bytes
   step time            = 40 x block seconds x passes
@@ -47,6 +48,8 @@ import torch
 
 from artifex_agent.engines.generation import GenerationEngine, GenerationRequest
 from artifex_agent.engines.gpu import configure_allocator, is_oom, release_memory
+from artifex_agent.engines.models import resolve_model
+from artifex_agent.engines.placement import Placement
 from artifex_agent.errors import ResourceError
 from bench._common import workdir
 from bench.vram import (
@@ -237,13 +240,27 @@ def extrapolate(row: dict[str, Any], passes: int, cap: int | None) -> None:
     row["fits_cap_40"] = row["projected_peak_bytes_40"] <= cap if cap else None
 
 
+def plan_estimate(engine: GenerationEngine, root: Path, req: GenerationRequest, placement: Placement) -> dict[str, Any]:
+    """The memory plan's estimate of this job under this placement, by phase, to set beside what was measured."""
+    try:
+        entry = resolve_model(root, req.model)
+        plans = engine.planner.model_plan(entry, req, [placement], engine.planner.budget())
+        est = plans[placement.fp8].estimate_for(placement.policy)
+    except Exception as exc:  # noqa: BLE001 - a figure missing from the report, not a failed case
+        return {"plan_error": f"{type(exc).__name__}: {_first_line(exc)}"}
+    phases = {phase.name: phase.total_bytes for phase in est.phases}
+    return {"plan_peak_bytes": est.peak_bytes, "plan_peak_phase": est.peak_phase,
+            "plan_denoise_bytes": phases.get("denoise"), "plan_decode_bytes": phases.get("decode"),
+            "plan_vae_tiled": est.vae_tiled}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_case(root: Path, policy: str, fmt: str, req: GenerationRequest, *, device: str, fraction: float,
-             vae_tiling: bool | str) -> tuple[dict[str, Any], Any]:
+             vae_tiling: bool | str, budget_gib: float = 0.0) -> tuple[dict[str, Any], Any]:
     """One placement x format in a fresh engine: plan, load, run; a refusal or an OOM is a row, not a crash."""
     row: dict[str, Any] = {"policy": policy, "format": fmt, "placement": policy + ("+fp8" if fmt == "fp8" else ""),
                            "output": req.output, "status": "ok"}
@@ -254,8 +271,9 @@ def run_case(root: Path, policy: str, fmt: str, req: GenerationRequest, *, devic
     try:
         engine = GenerationEngine(root, device=device, offload=policy,
                                   weight_storage="fp8" if fmt == "fp8" else "native",
-                                  memory_fraction=fraction, vae_tiling=vae_tiling)
+                                  memory_fraction=fraction, vae_tiling=vae_tiling, vram_budget_gib=budget_gib)
         probe = MemoryProbe(engine.device)
+        row.update(plan_estimate(engine, root, req, Placement(policy, fmt == "fp8")))
         stage = "plan"
         engine.validate(req)
         stage = "load"
@@ -327,6 +345,7 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("block_s", "block s", fixed(4)),
     ("resident_bytes", "resident GiB", gib),
     ("denoise_peak_bytes", "peak GiB", gib),
+    ("plan_denoise_bytes", "plan GiB", gib),
     ("block_bytes", "block MiB", mib),
     ("weights_bytes_40", "40-blk expert GiB", gib),
     ("step_s_40", "40-blk step s", fixed(1)),
@@ -335,6 +354,7 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("output", "out", str),
     ("after_steps_s", "decode s", fixed(2)),
     ("job_peak_bytes", "job peak GiB", gib),
+    ("plan_peak_bytes", "plan job GiB", gib),
     ("max_abs_diff_vs_none", "max|diff| vs none", lambda v: f"{v:.3g}"),
     ("status", "status", str),
 ]
@@ -345,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny widths on the CPU, in seconds (the tests run this)")
     parser.add_argument("--device", default="", help="auto, cuda, cpu (default: auto; cpu with --tiny)")
     parser.add_argument("--cap-gib", type=float, default=24.0, help="GPU memory cap (memory_fraction = cap / total)")
+    parser.add_argument("--budget-gib", type=float, default=0.0,
+                        help="the memory plan's budget instead of the GPU's (vram_budget_gib; also plans on the CPU)")
     parser.add_argument("--policies", default="", help=f"comma-separated, of {', '.join(POLICIES)} (default: all)")
     parser.add_argument("--formats", default="", help=f"comma-separated, of {', '.join(FORMATS)} (default: all)")
     parser.add_argument("--size", default="", help=f"WIDTHxHEIGHT (default {JOB['size']}; --tiny {TINY_JOB['size']})")
@@ -410,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 req = dataclasses.replace(base, model=MODEL_GGUF if fmt == "gguf" else MODEL, output=output)
                 row, out = run_case(root, policy, fmt, req, device=str(device), fraction=fraction,
-                                    vae_tiling=tiling)
+                                    vae_tiling=tiling, budget_gib=args.budget_gib)
                 rows.append(row)
                 if row["status"] != "ok":
                     continue
@@ -432,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: order[(r["policy"], r["format"])])
     results = {
         "device": str(device), "gpu": gpu["name"], "gpu_total_bytes": gpu["total_bytes"],
-        "cap_bytes": cap, "memory_fraction": fraction, "tiny": args.tiny,
+        "cap_bytes": cap, "memory_fraction": fraction, "plan_budget_gib": args.budget_gib, "tiny": args.tiny,
         "memory_metric": MemoryProbe(device).metric,
         "dims": {**asdict(dims), "width": dims.width}, "target_blocks": TARGET_BLOCKS,
         "job": {"size": f"{width}x{height}", "frames": frames, "steps": steps, "guidance": args.guidance,

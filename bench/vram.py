@@ -10,6 +10,8 @@ Reported per placement:
     start, so the weights resident on the GPU count. On the CPU: the growth of the process's peak RSS
     during the job; offload cannot lower it there (the "offload device" is the same RAM), so the
     column says what the hooks and fp8 casts cost, not what they save;
+  - on the CPU also the peak of live tensor bytes, counted op by op in a third job: RSS moves with the
+    allocator's state from run to run, this count does not;
   - whether the frames equal the "none" run's bit for bit (offload moves weights, it must not change
     a bit), and for fp8 storage the largest per-pixel difference instead.
 
@@ -232,6 +234,23 @@ def timed_job(engine: GenerationEngine, req: GenerationRequest, probe: MemoryPro
     return JobTiming(result, marks, total, denoise, max(denoise, after))
 
 
+def tensor_peaks(engine: GenerationEngine, req: GenerationRequest) -> tuple[int, int] | None:
+    """Peak live tensor bytes (denoising, whole job) of one more job, counted op by op; None without the counter.
+
+    RSS growth on the CPU moves with the allocator's state from run to run; this count does not (it is
+    tests/engines/memtrack.PeakMemory, the one the memory planner's formulas are checked with). Not on
+    CUDA, where the allocator's own statistics are exact.
+    """
+    try:
+        from tests.engines.memtrack import PeakMemory
+    except ImportError:
+        return None
+    marks: list[int] = []
+    with PeakMemory() as counter:
+        engine.generate(req, on_step=lambda i, n: marks.append(counter.peak) if i == n else None)
+    return (marks[0] if marks else counter.peak), counter.peak
+
+
 def output_of(result: GenerationResult) -> np.ndarray:
     """The frames (or the latents, for output="latent") as an array to compare."""
     if result.frames is not None:
@@ -332,6 +351,9 @@ def measure(root: Path, placement: Placement, req: GenerationRequest) -> tuple[d
         out = output_of(job.result)
         row.update(s_per_step=job.s_per_step, step_s=job.step_s, decode_s=job.after_steps_s, job_s=job.total_s,
                    denoise_peak_bytes=job.denoise_peak, peak_bytes=job.job_peak)
+        counted = tensor_peaks(engine, req) if not probe.cuda else None
+        if counted is not None:
+            row["denoise_tensor_peak_bytes"], row["tensor_peak_bytes"] = counted
     except Exception as exc:  # noqa: BLE001 - one placement failing must not hide the others' figures
         row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
@@ -364,6 +386,7 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("denoise_peak_bytes", "denoise peak MiB", mib),
     ("denoise_peak_vs_baseline", "vs none", fixed(2)),
     ("peak_bytes", "job peak MiB", mib),
+    ("denoise_tensor_peak_bytes", "denoise tensors MiB", mib),
     ("frames_equal_baseline", "same bits", lambda v: "yes" if v else "no"),
     ("max_abs_diff", "max |diff|", fixed(0)),
     ("status", "status", str),

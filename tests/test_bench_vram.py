@@ -41,6 +41,8 @@ def test_vram_bench_reports_every_placement_and_offload_keeps_the_bits() -> None
         assert len(row["step_s"]) == 2 and row["s_per_step"] > 0
         assert row["peak_bytes"] >= row["denoise_peak_bytes"] >= 0
         assert row["baseline"] == "none" and math.isfinite(row["s_per_step_vs_baseline"])
+        if out["device"] == "cpu":
+            assert row["tensor_peak_bytes"] >= row["denoise_tensor_peak_bytes"] > 0
         if "fp8" not in label:
             # Offload moves weights; it must not change a single bit of the frames.
             assert row["frames_equal_baseline"] and row["max_abs_diff"] == 0, label
@@ -64,6 +66,8 @@ def test_gpu_check_tiny_runs_every_case_and_extrapolates() -> None:
     decoded = [c for c in ran if c["output"] == "rgb"]
     assert [(c["policy"], c["format"]) for c in decoded] == [("group", "bf16")] and decoded[0]["after_steps_s"] > 0
     for c in ran:
+        # The memory plan's estimate of the same job sits beside each measurement.
+        assert "plan_error" not in c and c["plan_peak_bytes"] >= c["plan_denoise_bytes"] > 0, c
         assert c["blocks"] == 2 and c["block_s"] > 0 and c["block_bytes"] > 0
         assert c["weights_bytes_40"] == c["nonblock_bytes"] + 40 * c["block_bytes"]
         assert math.isclose(c["step_s_40"], 40 * c["block_s"] * 2)
@@ -74,6 +78,16 @@ def test_gpu_check_tiny_runs_every_case_and_extrapolates() -> None:
     bf16 = by[("none", "bf16", "latent")]["block_bytes"]
     assert by[("none+fp8", "fp8", "latent")]["block_bytes"] < 0.6 * bf16
     assert by[("none", "gguf", "latent")]["block_bytes"] < 0.6 * bf16
+
+
+def test_gpu_check_reports_a_placement_the_plan_refuses_as_a_row() -> None:
+    # A plan budget far below any job: the real planner refuses before loading, and the check goes on.
+    out = _bench("bench.gpu_check", "--tiny", "--json", "--budget-gib", "0.001", "--policies", "none,group",
+                 "--formats", "bf16", "--decode", "none")
+    assert [c["placement"] for c in out["cases"]] == ["none", "group"]
+    for c in out["cases"]:
+        assert c["status"].startswith("refused by plan: wan2.2-gpucheck-a14b: 64x64, 9 frames"), c["status"]
+        assert "step_s" not in c and c["plan_peak_bytes"] > 0.001 * 2**30
 
 
 class _FakeEngine:
