@@ -30,7 +30,7 @@ from artifex_agent.coordinator.messages import (
     state_to_pb,
 )
 from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
-from artifex_agent.jobspec import JobSpec
+from artifex_agent.jobspec import JobSpec, check_idempotency_key
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
 from artifex_agent.proto.artifex.v1 import jobs_pb2_grpc
 from artifex_agent.transport import options
@@ -67,8 +67,10 @@ def _error(exc: grpc.RpcError, address: str) -> ArtifexError:
     return CoordinatorError(f"coordinator: {code.name}: {details}", code)
 
 
-def _spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
-    return JobSpec.from_dict(spec) if isinstance(spec, dict) else spec.validate()
+def _submit_request(spec: JobSpec | dict[str, Any], idempotency_key: str) -> jpb.SubmitRequest:
+    """Checked here first, so a bad job is refused before it is sent (RequestError)."""
+    checked = JobSpec.from_dict(spec) if isinstance(spec, dict) else spec.validate()
+    return jpb.SubmitRequest(spec=spec_to_pb(checked), idempotency_key=check_idempotency_key(idempotency_key))
 
 
 def _options(security: SecurityConfig | None) -> tuple[list[Any], grpc.ChannelCredentials | None]:
@@ -79,8 +81,22 @@ def _options(security: SecurityConfig | None) -> tuple[list[Any], grpc.ChannelCr
     return opts, creds
 
 
-def _list_request(states: Iterable[str] | None, limit: int) -> jpb.ListJobsRequest:
-    return jpb.ListJobsRequest(states=[state_to_pb(s) for s in states or ()], limit=limit)
+def _list_request(states: Iterable[str] | None, limit: int | None) -> jpb.ListJobsRequest:
+    return jpb.ListJobsRequest(states=[state_to_pb(s) for s in states or ()], page_size=_page_size(limit))
+
+
+def _page_size(wanted: int | None) -> int:
+    # 0 lets the coordinator choose; it caps what it is asked for anyway.
+    return max(0, min(wanted or 0, 0xFFFFFFFF))
+
+
+def _next_page(request: jpb.ListJobsRequest, reply: jpb.ListJobsReply, got: int,
+               limit: int | None) -> jpb.ListJobsRequest | None:
+    """The request for the page after `reply`; None when the last page or `limit` jobs have come."""
+    if not reply.next_page_token or (limit is not None and got >= limit):
+        return None
+    return jpb.ListJobsRequest(states=request.states, page_size=_page_size(limit and limit - got),
+                               page_token=reply.next_page_token)
 
 
 def _config_args(cluster: ClusterConfig | str | Path | None) -> tuple[str, str, SecurityConfig]:
@@ -125,15 +141,20 @@ class JobsClient:
 
     def submit(self, spec: JobSpec | dict[str, Any], idempotency_key: str = "") -> str:
         """Queue a job; the same non-empty key always gives the same job id (never a second job)."""
-        request = jpb.SubmitRequest(spec=spec_to_pb(_spec(spec)), idempotency_key=idempotency_key)
-        return str(self._call(self._stub.Submit, request).job_id)
+        return str(self._call(self._stub.Submit, _submit_request(spec, idempotency_key)).job_id)
 
     def get(self, job_id: str) -> Job:
         return job_from_pb(self._call(self._stub.Get, jpb.GetJobRequest(job_id=job_id)))
 
-    def list(self, states: Iterable[str] | None = None, limit: int = 100) -> list[Job]:
-        """Newest first, optionally only in the given states."""
-        return [job_from_pb(j) for j in self._call(self._stub.List, _list_request(states, limit)).jobs]
+    def list(self, states: Iterable[str] | None = None, limit: int | None = 100) -> list[Job]:
+        """Newest first, optionally only in the given states; limit None or 0: every job (page by page)."""
+        limit, jobs = limit or None, []
+        request: jpb.ListJobsRequest | None = _list_request(states, limit)
+        while request is not None:
+            reply = self._call(self._stub.List, request)
+            jobs += [job_from_pb(j) for j in reply.jobs]
+            request = _next_page(request, reply, len(jobs), limit)
+        return jobs[:limit]
 
     def cancel(self, job_id: str) -> Job:
         return job_from_pb(self._call(self._stub.Cancel, jpb.CancelRequest(job_id=job_id)))
@@ -209,14 +230,19 @@ class AsyncJobsClient:
             raise _error(exc, self.address) from None
 
     async def submit(self, spec: JobSpec | dict[str, Any], idempotency_key: str = "") -> str:
-        request = jpb.SubmitRequest(spec=spec_to_pb(_spec(spec)), idempotency_key=idempotency_key)
-        return str((await self._call(self._stub.Submit, request)).job_id)
+        return str((await self._call(self._stub.Submit, _submit_request(spec, idempotency_key))).job_id)
 
     async def get(self, job_id: str) -> Job:
         return job_from_pb(await self._call(self._stub.Get, jpb.GetJobRequest(job_id=job_id)))
 
-    async def list(self, states: Iterable[str] | None = None, limit: int = 100) -> list[Job]:
-        return [job_from_pb(j) for j in (await self._call(self._stub.List, _list_request(states, limit))).jobs]
+    async def list(self, states: Iterable[str] | None = None, limit: int | None = 100) -> list[Job]:
+        limit, jobs = limit or None, []
+        request: jpb.ListJobsRequest | None = _list_request(states, limit)
+        while request is not None:
+            reply = await self._call(self._stub.List, request)
+            jobs += [job_from_pb(j) for j in reply.jobs]
+            request = _next_page(request, reply, len(jobs), limit)
+        return jobs[:limit]
 
     async def cancel(self, job_id: str) -> Job:
         return job_from_pb(await self._call(self._stub.Cancel, jpb.CancelRequest(job_id=job_id)))

@@ -62,6 +62,17 @@ class AgentConfig:
     max_height: int = 1920
     max_frames: int = 241
     max_batch: int = 8
+    # Streams (Generate, PostProcess, Split) working on this agent at once, all connections together;
+    # four times as many may be open, waiting for their first frames.
+    max_streams: int = 32
+    # Frame bytes all streams together may hold in memory (received, queued, being upscaled); a stream
+    # that would go past it is refused with RESOURCE_EXHAUSTED.
+    stream_memory_mib: int = 256
+    # A stream inside its frames (after its header) or a client that stops reading is ended after this long.
+    stream_idle_s: float = 60.0
+    # The longest a stream may take to deliver its messages, including the wait for its header while
+    # the upstream agent generates (hours for A14B on an RTX 3090).
+    stream_deadline_s: float = 14_400.0
     # Models loaded at start-up; health says SERVING only once they are resident.
     preload: list[str] = field(default_factory=list)
     # Prometheus metrics port; 0: off.
@@ -264,6 +275,7 @@ class ClusterConfig:
                     raise ConfigError(f"agents.{a.name}: unknown stage {stage!r} (use {', '.join(STAGES)})")
             if not 0.0 <= a.gpu_memory_fraction <= 1.0:
                 raise ConfigError(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
+            _validate_stream_limits(a)
             _validate_placement(a)
             split_hostport(a.listen)
             if a.platform not in ("linux", "windows"):
@@ -305,6 +317,17 @@ def _validate_placement(a: AgentConfig) -> None:
         raise ConfigError(f"{where}: cpu_offload = true contradicts offload = {a.offload!r}; keep only offload")
     if a.vram_budget_gib < 0:
         raise ConfigError(f"{where}: vram_budget_gib must be 0 (the GPU's own) or more")
+
+
+def _validate_stream_limits(a: AgentConfig) -> None:
+    where = f"agents.{a.name}"
+    if not isinstance(a.max_streams, int) or a.max_streams < 1:
+        raise ConfigError(f"{where}: max_streams must be a whole number of at least 1")
+    if not isinstance(a.stream_memory_mib, int) or a.stream_memory_mib < 16:
+        raise ConfigError(f"{where}: stream_memory_mib must be a whole number of at least 16 (MiB)")
+    if not 0 < a.stream_idle_s <= a.stream_deadline_s:
+        raise ConfigError(f"{where}: stream_idle_s must be above 0 and at most stream_deadline_s "
+                          f"({a.stream_deadline_s:g})")
 
 
 def split_hostport(address: str) -> tuple[str, int]:

@@ -44,3 +44,11 @@ class ResourceError(ArtifexError):
 
 class StreamError(ArtifexError):
     """A bulk stream broke its header/trailer contract (DATA_LOSS or INVALID_ARGUMENT)."""
+
+
+class MalformedMessage(StreamError):
+    """A message that does not parse: the sender is broken or hostile, nothing was lost (INVALID_ARGUMENT)."""
+
+
+class DeadlineError(ArtifexError):
+    """A stream stalled past its idle timeout or ran past its deadline (DEADLINE_EXCEEDED)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,23 @@ CODECS = ("h264", "hevc", "h265", "av1", "vp9")
 ENCODERS = ("auto", "software", "nvenc")
 SPLITS = ("none", "experts", "cfg", "auto")
 DECODE_ON = ("generate", "post")
+
+# Limits on what one job may carry (README "Limits"). They keep a job's message small (a List
+# page holds many), every name within what file systems accept, and prompts well beyond what
+# Wan reads: its umT5 encoder keeps 512 tokens, about 2,000 characters of English.
+MAX_PROMPTS = 32  # one clip each
+MAX_PROMPT_CHARS = 8192  # each prompt, and the negative prompt
+# model, preset, and each folder or file name in output, image, upscale_model: NAME_MAX is
+# 255 bytes, and an output name still gets suffixes (clip number, ".mp4", a temporary suffix).
+MAX_NAME_BYTES = 128
+MAX_PATH_CHARS = 512  # output, image, upscale_model as a whole
+MAX_TAGS = 32
+MAX_TAG_KEY_CHARS = 64
+MAX_TAG_VALUE_CHARS = 1024
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", list: "a list of strings",
+               dict: "a table of strings"}
 
 
 @dataclass
@@ -55,8 +73,10 @@ class JobSpec:
 
     def validate(self) -> JobSpec:
         """Cheap checks any client can run; agents check model-specific limits again."""
-        if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+        self._check_types()
+        if not self.prompts or not all(p.strip() for p in self.prompts):
             raise RequestError("a job needs at least one non-empty prompt")
+        self._check_sizes()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.model or ""):
             raise RequestError(f"model name {self.model!r} must be a folder name (letters, digits, . _ -)")
         for name, value, lo, hi in (("width", self.width, 16, 4096), ("height", self.height, 16, 4096),
@@ -66,6 +86,8 @@ class JobSpec:
                 raise RequestError(f"{name} must be an integer within {lo}..{hi}; got {value!r}")
         if self.frames % 4 != 1:
             raise RequestError(f"frames must be 4k+1 (e.g. 81); got {self.frames}")
+        if not all(math.isfinite(v) for v in (self.guidance, self.guidance_2, self.fps)):
+            raise RequestError("guidance, guidance_2 and fps must be finite numbers")
         if self.guidance < 1.0 or (self.guidance_2 and self.guidance_2 < 1.0):
             raise RequestError("guidance must be at least 1.0")
         if not 1.0 <= self.fps <= 240.0:
@@ -83,6 +105,47 @@ class JobSpec:
                          or re.match(r"^[A-Za-z]:|^[\\/]", text)):
                 raise RequestError(f"{name} {text!r} must be a relative name without '..'")
         return self
+
+    def _check_types(self) -> None:
+        """Wrong types refused with the field named (a TOML `[tags] x = 1` must not reach the wire)."""
+        for name, want in _TYPES.items():
+            value = getattr(self, name)
+            if want is float and type(value) is int:
+                setattr(self, name, float(value))
+            elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise RequestError(f"field {name!r} must be {_TYPE_WORDS[want]}; got {type(value).__name__}")
+        for i, prompt in enumerate(self.prompts):
+            if not isinstance(prompt, str):
+                raise RequestError(f"prompts[{i}] must be a string; got {type(prompt).__name__}")
+        for key, value in self.tags.items():
+            if not isinstance(key, str):
+                raise RequestError(f"tag names must be strings; got {type(key).__name__}")
+            if not isinstance(value, str):
+                raise RequestError(f"tags[{key!r}] must be a string; got {type(value).__name__} (quote the value)")
+
+    def _check_sizes(self) -> None:
+        """Every string and list bounded (README "Limits"), so no job can outgrow a message."""
+        if len(self.prompts) > MAX_PROMPTS:
+            raise RequestError(f"a job takes at most {MAX_PROMPTS} prompts (one clip each); got {len(self.prompts)}")
+        for i, prompt in enumerate(self.prompts):
+            _check_text(f"prompts[{i}]", prompt, MAX_PROMPT_CHARS)
+        _check_text("negative", self.negative, MAX_PROMPT_CHARS)
+        _check_text("model", self.model, MAX_NAME_BYTES)
+        _check_text("preset", self.preset, MAX_NAME_BYTES)
+        for name in ("output", "image", "upscale_model"):
+            text = getattr(self, name)
+            _check_text(name, text, MAX_PATH_CHARS)
+            if any(ord(c) < 32 for c in text):
+                raise RequestError(f"{name} {text[:80]!r} holds control characters")
+            for part in re.split(r"[\\/]", text):
+                if len(part.encode()) > MAX_NAME_BYTES:
+                    raise RequestError(f"{name}: the name {part[:40]!r}... is {len(part.encode())} bytes; "
+                                       f"each folder or file name may have at most {MAX_NAME_BYTES}")
+        if len(self.tags) > MAX_TAGS:
+            raise RequestError(f"a job takes at most {MAX_TAGS} tags; got {len(self.tags)}")
+        for key, value in self.tags.items():
+            _check_text(f"tag name {key[:40]!r}", key, MAX_TAG_KEY_CHARS)
+            _check_text(f"tags[{key!r}]", value, MAX_TAG_VALUE_CHARS)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> JobSpec:
@@ -105,17 +168,6 @@ class JobSpec:
             raise RequestError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
         if "prompts" not in raw:
             raise RequestError("missing field 'prompt' (or 'prompts')")
-        if isinstance(raw["prompts"], str) or not isinstance(raw["prompts"], list):
-            raise RequestError("'prompts' must be a list of strings")
-        defaults = cls(prompts=["x"])
-        for key, value in raw.items():
-            want = type(getattr(defaults, key))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                raw[key] = float(value)
-            elif want is not list and want is not dict and not isinstance(value, want):
-                raise RequestError(f"field {key!r} must be {want.__name__}; got {type(value).__name__}")
-        if not isinstance(raw.get("tags", {}), dict):
-            raise RequestError("'tags' must be a table of strings")
         return cls(**raw).validate()
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +182,11 @@ class JobSpec:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise RequestError(f"job is not valid JSON: {exc}") from None
+
+    @classmethod
+    def from_stored(cls, text: str) -> JobSpec:
+        """A spec the coordinator stored itself: not checked again, since limits may have tightened since."""
+        return cls(**json.loads(text))
 
     def content_key(self) -> str:
         """sha256 of everything that determines the output's pixels and encoding (the results cache key)."""
@@ -154,3 +211,22 @@ class JobSpec:
                            codec=self.codec, crf=self.crf, preset=self.preset, fps=self.fps, encoder=self.encoder,
                            encode=True, job_id=job_id,
                            split_clips=len(self.prompts) > 1 if split_clips is None else split_clips)
+
+
+_TYPES: dict[str, type] = {name: type(value) for name, value in JobSpec(prompts=[""]).to_dict().items()}
+
+
+def _check_text(name: str, text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise RequestError(f"{name} is {len(text):,} characters; the limit is {limit:,}")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise RequestError(f"{name} is not valid Unicode text (a lone surrogate?)") from None
+
+
+def check_idempotency_key(key: str) -> str:
+    """The key a client may resend a Submit with; RequestError when it is not a short string."""
+    if not isinstance(key, str) or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise RequestError(f"idempotency_key must be a string of at most {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    return key

@@ -19,8 +19,10 @@ from artifex_agent.errors import ConfigError
 from artifex_agent.metrics import Metrics
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.services.activity import Activity
+from artifex_agent.services.admission import Admission, Limits
 from artifex_agent.services.diagnostics import DiagnosticsService
 from artifex_agent.services.generate import GenerateService
+from artifex_agent.services.guard import RequestGuard, UnknownMethods
 from artifex_agent.services.postprocess import PostProcessService
 from artifex_agent.services.split import SplitService
 from artifex_agent.transport import options
@@ -91,7 +93,7 @@ class Agent:
         cfg.output_root.mkdir(parents=True, exist_ok=True)
         removed = sweep_parts(cfg.output_root)
         if removed:
-            logger.info("removed %d stale .part files from an earlier run", removed)
+            logger.info("removed %d temporary file(s) left by an earlier run", removed)
         self.engine = GenerationEngine(
             cfg.models_root, device=cfg.device, dtype=cfg.dtype, offload=cfg.offload, cpu_offload=cfg.cpu_offload,
             weight_storage=cfg.weight_storage, attention=cfg.attention, vae_tiling=cfg.vae_tiling,
@@ -99,15 +101,19 @@ class Agent:
             misses_file=default_home() / "memplan-misses.jsonl", max_width=cfg.max_width,
             max_height=cfg.max_height, max_frames=cfg.max_frames, max_batch=cfg.max_batch)
         chunk = self.cluster.network.chunk_bytes
-        gen = GenerateService(self.engine, cfg, self.activity, chunk_bytes=chunk)
-        post = PostProcessService(cfg, self.activity, engine=self.engine)
+        # One budget for every stream on this agent, whatever connection it came on.
+        admission = Admission(Limits.of(cfg))
+        gen = GenerateService(self.engine, cfg, self.activity, chunk_bytes=chunk, admission=admission)
+        post = PostProcessService(cfg, self.activity, engine=self.engine, admission=admission)
         diag = DiagnosticsService(cfg, self.activity, self.cluster)
-        interceptors = [TokenInterceptor(token)] if token else []
+        # The token is checked first; the guard then parses what the handlers will see.
+        interceptors = [*([TokenInterceptor(token)] if token else []), RequestGuard(cfg.stream_idle_s)]
         self.server = grpc.aio.server(interceptors=interceptors, options=options.SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers(_handlers(gen, post, diag))
-        split = SplitService(self.engine, cfg, self.activity, chunk_bytes=chunk)
+        split = SplitService(self.engine, cfg, self.activity, chunk_bytes=chunk, admission=admission)
         self.server.add_generic_rpc_handlers([split.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server.add_generic_rpc_handlers([UnknownMethods()])
         creds = server_credentials(security)
         try:
             if creds is not None:

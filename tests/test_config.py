@@ -52,11 +52,25 @@ output_root = "renders"
     ("[agents.a]\ngpu_memory_fraction = 1.5", "within 0..1"),
     ("[agents.a]\ncpu_offload = 'yes'", "true or false"),
     ("[coordinator]\nbatch_size = 0", "at least 1"),
+    ("[agents.a]\nmax_streams = 0", "max_streams must be"),
+    ("[agents.a]\nstream_memory_mib = 1.5", "stream_memory_mib must be"),
+    ("[agents.a]\nstream_idle_s = 0", "stream_idle_s must be above 0"),
+    ("[agents.a]\nstream_idle_s = 90\nstream_deadline_s = 60", "at most stream_deadline_s"),
+    ("[agents.a]\nstream_idle_s = 'soon'", "must be a number"),
     ("[agents\n", "not valid TOML"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         ClusterConfig.load(_write(tmp_path, text))
+
+
+def test_stream_limits_have_working_defaults_and_can_be_set(tmp_path: Path) -> None:
+    default = ClusterConfig.load(None).agent()
+    assert (default.max_streams, default.stream_memory_mib, default.stream_idle_s) == (32, 256, 60.0)
+    cfg = ClusterConfig.load(_write(tmp_path, "[agents.a]\nmax_streams = 8\nstream_memory_mib = 256\n"
+                                              "stream_idle_s = 5\nstream_deadline_s = 600\n"))
+    a = cfg.agent()
+    assert (a.max_streams, a.stream_memory_mib, a.stream_idle_s, a.stream_deadline_s) == (8, 256, 5, 600)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

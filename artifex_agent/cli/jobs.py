@@ -30,7 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("action", nargs="?", default="list", choices=ACTIONS)
     p.add_argument("job_id", nargs="?", metavar="ID", help="the job (for show, watch, cancel, retry)")
     p.add_argument("--state", action="append", choices=STATES, help="only jobs in this state (repeatable)")
-    p.add_argument("--limit", type=int, default=env("--limit", 30), help="how many jobs to list")
+    p.add_argument("--limit", type=int, default=env("--limit", 30),
+                   help="how many jobs to list, newest first (0: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-progress", action="store_true", help="watch: event lines instead of progress bars")
 

@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator, Sequence
 from artifex_agent.coordinator.messages import TERMINAL, Job, JobEvent
 from artifex_agent.coordinator.scheduler import Scheduler, new_id
 from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
-from artifex_agent.jobspec import JobSpec
+from artifex_agent.jobspec import JobSpec, check_idempotency_key
 
 logger = logging.getLogger(__name__)
 
-MAX_LIST = 10_000
-MAX_KEY = 200
+# A List page: this many jobs at most, and cut at MAX_PAGE_BYTES (messages.jobs_page), so one
+# reply stays far below the message limit however big the jobs are.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+MAX_PAGE_BYTES = 4 << 20
 
 
 class JobQueue:
@@ -39,8 +42,7 @@ class JobQueue:
         """Store a job (or find the one with this key); returns (job, existed)."""
         spec.validate()
         self.check(spec)
-        if len(idempotency_key) > MAX_KEY:
-            raise RequestError(f"idempotency_key is over {MAX_KEY} characters")
+        check_idempotency_key(idempotency_key)
         now = time.time()
         content_key = spec.content_key()
         hit = await asyncio.to_thread(self.s.cache.lookup, content_key)
@@ -71,10 +73,14 @@ class JobQueue:
             raise NotFoundError(f"no job {job_id!r}")
         return job
 
-    async def list(self, states: Sequence[str] | None = None, limit: int = 100) -> list[Job]:
-        jobs = await self.s.call(self.s.store.jobs, list(states or ()) or None, min(limit or 100, MAX_LIST))
+    async def page(self, states: Sequence[str] | None = None, size: int = 0,
+                   before: int = 0) -> tuple[list[tuple[int, Job]], bool]:
+        """(seq, job) newest first, submitted before `before` (0: from the newest); and whether more follow."""
+        size = min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        rows = await self.s.call(self.s.store.page, list(states or ()) or None, size + 1, before)
         # Running jobs move faster than the store is written (stage, progress): show the live copy.
-        return [self.s.entries[j.id].job.copy() if j.id in self.s.entries else j for j in jobs]
+        live = [(seq, self.s.entries[j.id].job.copy() if j.id in self.s.entries else j) for seq, j in rows[:size]]
+        return live, len(rows) > size
 
     async def cancel(self, job_id: str) -> Job:
         """Queued: removed from the queue. Running: its agents' calls are cancelled. Finished: unchanged."""

@@ -124,6 +124,37 @@ def job_from_pb(msg: jpb.Job) -> Job:
         sha256=list(msg.sha256))
 
 
+def jobs_page(rows: list[tuple[int, Job]], more: bool, max_bytes: int) -> jpb.ListJobsReply:
+    """The (seq, job) rows that fit in `max_bytes` (always one), and a token to continue after the last sent."""
+    reply = jpb.ListJobsReply()
+    size = 0
+    for i, (_seq, job) in enumerate(rows):
+        msg = job_to_pb(job)
+        size += msg.ByteSize() + 6  # the field's tag and length
+        if reply.jobs and size > max_bytes:
+            reply.next_page_token = page_token(rows[i - 1][0])
+            return reply
+        reply.jobs.append(msg)
+    if more and rows:
+        reply.next_page_token = page_token(rows[-1][0])
+    return reply
+
+
+def page_token(seq: int) -> str:
+    """Where the next page starts: below this submission number (stable while new jobs arrive)."""
+    return f"before-{seq}"
+
+
+def page_after(token: str) -> int:
+    """The submission number a page token names (0: no token, start at the newest)."""
+    if not token:
+        return 0
+    prefix, _, seq = token.partition("-")
+    if prefix != "before" or not seq.isdigit() or int(seq) <= 0:
+        raise RequestError(f"page_token {token[:40]!r} is not one this coordinator gave out")
+    return int(seq)
+
+
 def event_to_pb(ev: JobEvent) -> jpb.JobEvent:
     msg = jpb.JobEvent(job_id=ev.job_id, seq=ev.seq, time_unix=ev.time, kind=ev.kind, state=state_to_pb(ev.state),
                        stage=ev.stage, step=ev.step, total=ev.total, message=ev.message, agent=ev.agent)

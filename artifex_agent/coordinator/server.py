@@ -19,8 +19,10 @@ from artifex_agent.coordinator.scheduler import Scheduler
 from artifex_agent.coordinator.service import JobsService
 from artifex_agent.coordinator.store import Store
 from artifex_agent.errors import ConfigError, ExitCode
+from artifex_agent.lockfile import InstanceLock
 from artifex_agent.metrics import Metrics
 from artifex_agent.proto.artifex.v1 import jobs_pb2_grpc
+from artifex_agent.services.guard import UnknownMethods
 from artifex_agent.transport import options
 from artifex_agent.transport.security import TokenInterceptor, check_bind_allowed, server_credentials
 
@@ -42,6 +44,7 @@ class Coordinator:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: Metrics | None = None
     _metrics_task: asyncio.Task[None] | None = None
+    _lock: InstanceLock | None = None
 
     async def startup(self) -> None:
         """Open everything and start serving; ConfigError when it cannot (exit code 3)."""
@@ -51,23 +54,17 @@ class Coordinator:
         if not self.cluster.agents:
             raise ConfigError("no agents in the config: add [agents.NAME] tables")
         options.tune_malloc()
+        # Before the store is opened: a second coordinator would requeue the first one's running
+        # jobs and run every job again.
+        self._lock = InstanceLock(cfg.database, "coordinator",
+                                  "stop it first, or give this one its own [coordinator] database").acquire()
         store = Store(cfg.database).open()
-        cache = ResultsCache(cfg.results_cache)
-        self.scheduler = Scheduler(self.cluster, store, EventBus(), cache)
-        interceptors = [TokenInterceptor(token)] if token else []
-        self.server = grpc.aio.server(interceptors=interceptors, options=options.SERVER_OPTIONS)
-        jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(JobQueue(self.scheduler)), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        creds = server_credentials(security)
         try:
-            self.port = (self.server.add_secure_port(cfg.listen, creds) if creds is not None
-                         else self.server.add_insecure_port(cfg.listen))
-        except RuntimeError as exc:
+            self.scheduler, self.server = self._listen(store)
+        except ConfigError:
             store.close()
-            raise ConfigError(f"cannot listen on {cfg.listen}: {exc} (is another coordinator running?)") from None
-        if self.port == 0:
-            store.close()
-            raise ConfigError(f"cannot listen on {cfg.listen} (address in use or not on this machine?)")
+            self._lock.release()
+            raise
         if cfg.metrics_port:
             self.metrics = Metrics("coordinator", "coordinator")
             self.metrics.serve(cfg.listen, cfg.metrics_port)
@@ -78,6 +75,26 @@ class Coordinator:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.info("coordinator listening on %s (port %d), database %s, %d agent(s): %s", cfg.listen, self.port,
                     cfg.database, len(self.cluster.agents), ", ".join(a.name for a in self.cluster.agents))
+
+    def _listen(self, store: Store) -> tuple[Scheduler, grpc.aio.Server]:
+        """The scheduler and the gRPC server bound to the configured address (neither started yet)."""
+        cfg, security = self.cluster.coordinator, self.cluster.security
+        token = security.resolved_token()
+        scheduler = Scheduler(self.cluster, store, EventBus(), ResultsCache(cfg.results_cache))
+        interceptors = [TokenInterceptor(token, "coordinator")] if token else []
+        server = grpc.aio.server(interceptors=interceptors, options=options.SERVER_OPTIONS)
+        jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(JobQueue(scheduler)), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server.add_generic_rpc_handlers([UnknownMethods("coordinator")])
+        creds = server_credentials(security)
+        try:
+            self.port = (server.add_secure_port(cfg.listen, creds) if creds is not None
+                         else server.add_insecure_port(cfg.listen))
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {cfg.listen}: {exc} (is another coordinator running?)") from None
+        if self.port == 0:
+            raise ConfigError(f"cannot listen on {cfg.listen} (address in use or not on this machine?)")
+        return scheduler, server
 
     async def _report_queue(self, every_s: float = 1.0) -> None:
         """Copy the job counts by state into the metrics (read on the database thread, like all reads)."""
@@ -107,6 +124,8 @@ class Coordinator:
             await self.scheduler.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self._lock is not None:
+            self._lock.release()
         logger.info("coordinator stopped")
 
     async def serve_until_stopped(self) -> None:

@@ -6,8 +6,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from artifex_agent.coordinator.jobs import JobQueue
-from artifex_agent.coordinator.messages import event_to_pb, job_to_pb, spec_from_pb, state_from_pb
+from artifex_agent.coordinator.jobs import MAX_PAGE_BYTES, JobQueue
+from artifex_agent.coordinator.messages import (
+    event_to_pb,
+    job_to_pb,
+    jobs_page,
+    page_after,
+    spec_from_pb,
+    state_from_pb,
+)
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
 from artifex_agent.proto.artifex.v1 import jobs_pb2_grpc
 from artifex_agent.services.errors import streaming, unary
@@ -32,8 +39,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
     @unary
     async def List(self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext) -> jpb.ListJobsReply:
         states = [state_from_pb(s) for s in request.states]
-        jobs = await self.queue.list(states, request.limit)
-        return jpb.ListJobsReply(jobs=[job_to_pb(j) for j in jobs])
+        rows, more = await self.queue.page(states, request.page_size, page_after(request.page_token))
+        return jobs_page(rows, more, MAX_PAGE_BYTES)
 
     @streaming
     async def Watch(self, request: jpb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jpb.JobEvent]:

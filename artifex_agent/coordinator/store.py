@@ -6,15 +6,18 @@ kill -9 at any moment loses nothing: start-up puts jobs found "running" back in 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from artifex_agent.coordinator.messages import Job, JobEvent
-from artifex_agent.errors import ConfigError
+from artifex_agent.errors import ConfigError, ResourceError
 from artifex_agent.jobspec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -102,16 +105,28 @@ class Store:
 
     # ------------------------------------------------------------------ writes
 
-    def insert(self, job: Job, content_key: str, event: JobEvent) -> tuple[Job, bool]:
-        """Store a new job and its first event; with a known idempotency key, the existing job instead."""
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a full disk becomes ResourceError (RESOURCE_EXHAUSTED), not INTERNAL."""
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if _disk_full(exc):
+                raise ResourceError(f"disk full on {self.path}") from None
+            raise
+
+    def insert(self, job: Job, content_key: str, event: JobEvent) -> tuple[Job, bool]:
+        """Store a new job and its first event; with a known idempotency key, the existing job instead."""
+        with self._transaction() as db:
             if job.idempotency_key:
                 row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key=?",
                                  (job.idempotency_key,)).fetchone()
                 if row is not None:
-                    db.execute("ROLLBACK")
                     return _job(row), True
             db.execute(
                 "INSERT INTO jobs (id, state, spec, priority, idempotency_key, content_key, created, finished, "
@@ -120,11 +135,6 @@ class Store:
                  job.created, job.finished, json.dumps(job.outputs), json.dumps(job.sha256), int(job.cached),
                  job.stage))
             event.seq = self._event(event)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return job, False
 
     def save(self, job: Job, event: JobEvent | None = None, *, not_before: float = 0.0) -> None:
@@ -133,9 +143,7 @@ class Store:
 
     def save_many(self, items: list[tuple[Job, JobEvent | None, float]]) -> None:
         """save() for several jobs in one transaction (a batch starting or ending)."""
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             for job, event, not_before in items:
                 db.execute(
                     "UPDATE jobs SET state=?, attempts=?, agent=?, post_agent=?, started=?, finished=?, outputs=?, "
@@ -145,11 +153,6 @@ class Store:
                      job.batch_id, not_before, job.id))
                 if event is not None:
                     event.seq = self._event(event)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def _event(self, ev: JobEvent) -> int:
         cur = self.db.execute(
@@ -159,21 +162,14 @@ class Store:
 
     def requeue_interrupted(self) -> list[str]:
         """Start-up: jobs left "running" by a crash go back to the queue; their attempt did not count."""
-        db = self.db
         now = time.time()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state='running' ORDER BY seq")]
             for job_id in ids:
                 db.execute("UPDATE jobs SET state='queued', stage='queued', attempts=MAX(attempts-1, 0), "
                            "not_before=0 WHERE id=?", (job_id,))
                 self._event(JobEvent(job_id, "info", "queued", stage="queued", time=now,
                                      message="requeued: the coordinator restarted while it ran"))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return ids
 
     # ------------------------------------------------------------------ reads
@@ -182,15 +178,16 @@ class Store:
         row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def jobs(self, states: list[str] | None = None, limit: int = 100) -> list[Job]:
-        """Newest first."""
+    def page(self, states: list[str] | None = None, limit: int = 100, before: int = 0) -> list[tuple[int, Job]]:
+        """(seq, job) newest first, only those submitted before `before` (a seq; 0: from the newest)."""
+        where = ["seq < ?"] if before else []
+        args: list[Any] = [before] if before else []
         if states:
-            marks = ",".join("?" * len(states))
-            rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY seq DESC "
-                                   "LIMIT ?", (*states, limit))
-        else:
-            rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
-        return [_job(r) for r in rows]
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs {clause}ORDER BY seq DESC LIMIT ?", (*args, limit))
+        return [(int(r[16]), _job(r)) for r in rows]
 
     def queued(self) -> list[tuple[Job, int, float, str]]:
         """Every queued job with its submission order, retry time and content key, in queue order."""
@@ -208,9 +205,17 @@ class Store:
         return {state: n for state, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
 
 
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    # SQLITE_FULL: "database or disk is full" (the journal, the WAL or the file could not grow).
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc))
+
+
 def _job(row: tuple[Any, ...]) -> Job:
     return Job(
-        id=row[0], state=row[1], spec=JobSpec.from_json(row[2]), idempotency_key=row[3] or "", attempts=row[4],
+        id=row[0], state=row[1], spec=JobSpec.from_stored(row[2]), idempotency_key=row[3] or "", attempts=row[4],
         agent=row[5], post_agent=row[6], created=row[7], started=row[8], finished=row[9],
         outputs=json.loads(row[10]), sha256=json.loads(row[11]), error=row[12], cached=bool(row[13]),
         stage=row[14], batch_id=row[15])

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import av
 import numpy as np
 from av.video.reformatter import Colorspace
 
-from artifex_agent.engines.paths import fsync_file, part_path, publish
+from artifex_agent.engines.temp_files import TempFile
 from artifex_agent.errors import RequestError
 
 logger = logging.getLogger(__name__)
@@ -101,10 +101,15 @@ def available_encoders() -> list[str]:
 
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
+        return _sha256(f)
+
+
+def _sha256(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    f.seek(0)
+    while block := f.read(_CHUNK):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -161,7 +166,7 @@ def _as_fraction(fps: float | Fraction) -> Fraction:
 
 
 class VideoEncoder:
-    """Writes uint8 RGB frames one at a time into `path` (via `path`.part, renamed on close)."""
+    """Writes uint8 RGB frames one at a time into `path` (via a temporary in .tmp/ beside it, renamed on close)."""
 
     def __init__(
         self,
@@ -177,7 +182,7 @@ class VideoEncoder:
         pix_fmt: str = "yuv420p",
     ) -> None:
         self.path = Path(path)
-        self.part = part_path(self.path)
+        self.temp: TempFile | None = None
         self.codec = CODEC_ALIASES.get(codec, codec)
         if self.codec not in ENCODERS:
             raise RequestError(f"unknown codec {codec!r} (use h264, hevc, av1 or vp9)")
@@ -248,10 +253,13 @@ class VideoEncoder:
         # Create the file first so a missing folder or a permission problem surfaces as the
         # OSError it is, rather than as an encoder refusing its settings.
         try:
-            self.part.open("wb").close()
+            self.temp = TempFile(self.path)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot create {self.part}: {exc.strerror}") from None
-        self._container = av.open(str(self.part), "w", format=self.format, options=container_opts)
+            raise OSError(exc.errno, f"cannot create a temporary file for {self.path}: {exc.strerror}") from None
+        # PyAV gets the exclusively created file, never a name to open: a name could be swapped
+        # for a link. The mp4 faststart pass reads the output back through `reopen`.
+        self._container = av.open(self.temp.file, "w", format=self.format, options=container_opts,
+                                  io_open=self.temp.reopen)
         stream = self._container.add_stream(name, rate=self.rate)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
         ctx = stream.codec_context
@@ -304,10 +312,10 @@ class VideoEncoder:
             self._container.close()
             self._container = None
             self._closed = True
-            fsync_file(self.part)
-            size = self.part.stat().st_size
-            digest = file_sha256(self.part)
-            publish(self.part, self.path)
+            assert self.temp is not None
+            size = os.fstat(self.temp.file.fileno()).st_size
+            digest = _sha256(self.temp.file)
+            self.temp.publish()
         except BaseException:
             self.abort()
             raise
@@ -338,10 +346,8 @@ class VideoEncoder:
                 logger.debug("closing the aborted container failed: %s", exc)
             self._container = None
         self._stream = None
-        try:
-            self.part.unlink(missing_ok=True)
-        except OSError as exc:
-            logger.warning("cannot remove %s: %s", self.part, exc.strerror)
+        if self.temp is not None:
+            self.temp.discard()
 
     def __enter__(self) -> VideoEncoder:
         return self

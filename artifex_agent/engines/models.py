@@ -19,6 +19,9 @@ UPSCALE_DIR = "upscale"
 UPSCALE_SUFFIXES = (".safetensors", ".pth")
 PIPELINE_KINDS: dict[str, ModelKind] = {"WanPipeline": "t2v", "WanImageToVideoPipeline": "i2v"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Model names become one file or folder name: bounded well under the 255 bytes file systems allow,
+# so a longer name is refused as such instead of failing in the file system (ENAMETOOLONG).
+MAX_NAME_BYTES = 200
 
 
 @dataclass
@@ -92,10 +95,18 @@ def resolve_model(root: Path, name: str) -> ModelEntry:
     return entry
 
 
+def check_name_length(name: str, what: str = "model name") -> None:
+    """Refuse a name longer than MAX_NAME_BYTES (UTF-8) before it reaches the file system."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise RequestError(f"{what} is {size} bytes long; the limit is {MAX_NAME_BYTES}")
+
+
 def check_model_name(name: str) -> None:
     """Refuse names that are not a single plain folder or file name (no paths, no '..')."""
     if not isinstance(name, str) or not name.strip():
         raise RequestError("model name is empty")
+    check_name_length(name)
     if (
         name in (".", "..")
         or ".." in name

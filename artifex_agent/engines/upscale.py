@@ -20,6 +20,15 @@ logger = logging.getLogger(__name__)
 MAX_FACTOR = 8
 MIN_TILE = 32
 DEFAULT_BATCH = 4
+# The largest frame an upscale may produce: 8K UHD (33.2 Mpx). H.264 stops at 8192x4320 and NVENC's
+# H.264 at 4096x4096, so a larger frame could not be encoded anyway; 1024x1024 at 8x was 4.5 GB of RSS.
+MAX_OUTPUT_FRAME_PIXELS = 7680 * 4320
+# The most pixels one stream may produce in all (width x height x frames after upscaling): 2**35,
+# 4K UHD for 4,140 frames, an hour or more of encoding.
+MAX_OUTPUT_PIXELS = 1 << 35
+# Output pixels scaled in one torch batch (and handed to it by PostProcess), at least one frame: float32
+# working copies cost ~18 bytes an output pixel on the CPU, so a 1440p frame's batch is about 65 MB.
+BATCH_PIXELS = 4 * 1024 * 1024
 # Context each tile borrows from its neighbours so seams do not show.
 TILE_OVERLAP = 16
 # Only formats that hold plain tensors; TorchScript (.pt archives of code) is not accepted as such.
@@ -166,6 +175,23 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
+def check_output_size(width: int, height: int, frames: int, factor: int) -> tuple[int, int]:
+    """The upscaled (width, height); RequestError naming the limit when the output would be too large."""
+    out_w, out_h = width * factor, height * factor
+    if out_w * out_h > MAX_OUTPUT_FRAME_PIXELS:
+        raise RequestError(f"{width}x{height} upscaled {factor}x is {out_w}x{out_h}; the limit is "
+                           f"{MAX_OUTPUT_FRAME_PIXELS:,} pixels a frame (8K UHD)")
+    if out_w * out_h * frames > MAX_OUTPUT_PIXELS:
+        raise RequestError(f"{frames} frames of {out_w}x{out_h} is {out_w * out_h * frames:,} output pixels; "
+                           f"the limit is {MAX_OUTPUT_PIXELS:,} a stream")
+    return out_w, out_h
+
+
+def frames_per_batch(out_w: int, out_h: int, batch: int = DEFAULT_BATCH) -> int:
+    """How many output frames of out_w x out_h to scale at once: up to `batch`, within BATCH_PIXELS."""
+    return max(1, min(batch, BATCH_PIXELS // max(out_w * out_h, 1)))
+
+
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bicubic resize of an NCHW float tensor; antialiased only when shrinking."""
     shrinking = height < x.shape[-2] or width < x.shape[-1]
@@ -226,6 +252,22 @@ class Upscaler:
         """The (width, height) frames of `width` x `height` come out as."""
         return width * self.factor, height * self.factor
 
+    def work_bytes(self, frames: int, width: int, height: int) -> int:
+        """Host memory a call on `frames` frames of width x height takes beyond its input.
+
+        The uint8 result, and on the CPU the float32 copies of one batch (input, output, and the
+        rounded uint8). A model's activations are not counted: they depend on its architecture
+        and live on the GPU in any setup that upscales with one.
+        """
+        if self.factor == 1 and self.model is None:
+            return 0
+        out_w, out_h = self.out_size(width, height)
+        out = frames * out_w * out_h * 3
+        if self.device.type != "cpu":
+            return out
+        per = min(frames, frames_per_batch(out_w, out_h, self.batch))
+        return out + per * 3 * (4 * width * height + 4 * out_w * out_h + out_w * out_h)
+
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """Upscale uint8 (N, H, W, 3) frames to uint8 (N, H*factor, W*factor, 3)."""
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
@@ -234,12 +276,13 @@ class Upscaler:
         if self.factor == 1 and self.model is None:
             return frames
         n, h, w, _ = frames.shape
-        out_w, out_h = self.out_size(w, h)
+        out_w, out_h = check_output_size(w, h, n, self.factor)
+        per = frames_per_batch(out_w, out_h, self.batch)
         out = np.empty((n, out_h, out_w, 3), dtype=np.uint8)
         try:
             with torch.inference_mode():
-                for start in range(0, n, self.batch):
-                    chunk = torch.from_numpy(frames[start : start + self.batch]).to(self.device)
+                for start in range(0, n, per):
+                    chunk = torch.from_numpy(frames[start : start + per]).to(self.device)
                     out[start : start + len(chunk)] = self._scale(chunk, out_h, out_w).cpu().numpy()
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()

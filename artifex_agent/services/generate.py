@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import io
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from artifex_agent.errors import RequestError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
+from artifex_agent.services.admission import Admission, Limits
 from artifex_agent.services.errors import streaming
 from artifex_agent.transport import frames, wire
 
@@ -85,16 +87,28 @@ def _load_image(request: pb.GenerateRequest, cfg: AgentConfig) -> Any:
 class GenerateService(agent_pb2_grpc.GenerateServicer):
     """Runs one generation at a time on this agent's GPU and streams the result."""
 
-    def __init__(self, engine: GenerationEngine, cfg: AgentConfig, activity: Activity, chunk_bytes: int = 0) -> None:
+    def __init__(self, engine: GenerationEngine, cfg: AgentConfig, activity: Activity, chunk_bytes: int = 0,
+                 admission: Admission | None = None) -> None:
         self.engine = engine
         self.cfg = cfg
         self.activity = activity
         self.chunk_bytes = chunk_bytes
+        self.admission = admission or Admission(Limits.of(cfg))
         # The GPU runs one pipeline at a time; a single worker thread keeps torch off the event loop.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
     @streaming
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        with self.admission.stream("Generate") as ticket:
+            ticket.begin()
+            # A queued request keeps its i2v image (up to 32 MiB) while it waits for the GPU.
+            ticket.hold(request.ByteSize())
+            # A client that stops reading would keep the whole clip here: sending() ends it.
+            async with contextlib.aclosing(ticket.sending(self._generate(request))) as messages:
+                async for message in messages:
+                    yield message
+
+    async def _generate(self, request: pb.GenerateRequest) -> AsyncGenerator[bytes, None]:
         req = to_engine_request(request, self.cfg)
         self.engine.validate(req)
         loop = asyncio.get_running_loop()

@@ -1,15 +1,18 @@
 """PostProcess: a spec and a frame stream in; upscaled, encoded MP4s out.
 
 Frames are upscaled and encoded a few at a time in a worker thread while the next ones
-arrive, so peak memory is a few frames plus the encoder, whatever the clip's length.
+arrive, so peak memory is a few frames plus the encoder, whatever the clip's length. Every
+frame byte held (received, queued, being upscaled) is charged to the agent-wide budget
+(services/admission.py), and the whole request is checked before any folder is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,43 +23,57 @@ import numpy as np
 
 from artifex_agent.config import AgentConfig
 from artifex_agent.engines.encode import EncodeResult, VideoEncoder
+from artifex_agent.engines.models import check_name_length
 from artifex_agent.engines.paths import confined_path, safe_output_path
-from artifex_agent.engines.upscale import Upscaler
-from artifex_agent.errors import RequestError, StreamError
+from artifex_agent.engines.upscale import Upscaler, check_output_size, frames_per_batch
+from artifex_agent.errors import NotFoundError, RequestError, StreamError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
+from artifex_agent.services.admission import Admission, Limits, Ticket
 from artifex_agent.services.errors import streaming
 from artifex_agent.split.decode import LatentDecoder
 from artifex_agent.transport import frames, wire
 
 logger = logging.getLogger(__name__)
 
-# Frames handed to the worker at once, and batches waiting for it: bounds memory.
+# Frames handed to the worker at once (fewer for large outputs), and batches waiting for it: bounds memory.
 BATCH_FRAMES = 4
 QUEUE_BATCHES = 2
 CODECS = ("h264", "hevc", "h265", "av1", "vp9")
 
 
-def check_spec(spec: pb.PostSpec, cfg: AgentConfig) -> tuple[Path | None, Path | None]:
-    """Validate a spec; returns (final output path or None when not encoding, upscale model path)."""
+def check_spec(spec: pb.PostSpec, cfg: AgentConfig) -> Path | None:
+    """Validate a spec without touching the output folder; returns the upscale model's path (or None)."""
     if spec.upscale > 8:
         raise RequestError(f"upscale factor {spec.upscale} is outside 1..8")
+    frames.check_fps(spec.fps, "spec fps")
     if spec.codec and spec.codec not in CODECS:
         raise RequestError(f"codec {spec.codec!r} is not one of {', '.join(CODECS)}")
     if spec.encoder and spec.encoder not in ("auto", "software", "nvenc"):
         raise RequestError(f"encoder {spec.encoder!r} is not auto, software or nvenc")
     if spec.crf > 63:
         raise RequestError(f"crf {spec.crf} is outside 0..63")
-    model = None
-    if spec.upscale_model:
-        model = confined_path(cfg.models_root / "upscale", spec.upscale_model)
-    output = None
     if spec.encode:
         if not spec.output_name:
             raise RequestError("output_name is required when encoding")
-        output = safe_output_path(cfg.output_root, spec.output_name, suffix=".webm" if spec.codec == "vp9" else ".mp4")
-    return output, model
+        # The name's rules, checked before any frame is sent (a refusal while the client writes can
+        # reach it as INTERNAL); nothing is created until the header is checked too (output_path).
+        confined_path(cfg.output_root, spec.output_name)
+    model = None
+    if spec.upscale_model:
+        check_name_length(spec.upscale_model, "upscale model name")
+        model = confined_path(cfg.models_root / "upscale", spec.upscale_model)
+        if not model.is_file():  # now, not once frames flow (see above)
+            raise NotFoundError(f"upscale model {spec.upscale_model!r} is not in {cfg.models_root / 'upscale'}")
+    return model
+
+
+def output_path(spec: pb.PostSpec, cfg: AgentConfig) -> Path | None:
+    """The final output path (its folders are created), or None when not encoding."""
+    if not spec.encode:
+        return None
+    return safe_output_path(cfg.output_root, spec.output_name, suffix=".webm" if spec.codec == "vp9" else ".mp4")
 
 
 @dataclass
@@ -68,6 +85,7 @@ class _Job:
     output: Path | None
     upscaler: Upscaler
     per_clip: int
+    ticket: Ticket
     encoders: list[VideoEncoder] = field(default_factory=list)
     results: list[EncodeResult] = field(default_factory=list)
     frames_done: int = 0
@@ -83,6 +101,29 @@ class _Job:
         return self.output.with_name(f"{self.output.stem}_{clip}{self.output.suffix}")
 
     def process(self, batch: list[np.ndarray]) -> None:
+        # The frames were charged as they arrived; the upscale's working memory is charged here.
+        work = self.upscaler.work_bytes(len(batch), self.header.width, self.header.height)
+        if self.upscaler.name != "none":
+            work += sum(f.nbytes for f in batch)  # np.stack's copy
+        self.ticket.hold(work)
+        try:
+            with self._naming_output():
+                self._process(batch)
+        finally:
+            self.ticket.release(work + sum(f.nbytes for f in batch))
+
+    @contextlib.contextmanager
+    def _naming_output(self) -> Iterator[None]:
+        # A write to a full disk raises OSError without a file name; the caller is told where
+        # space is missing ("disk full on <folder>", services/errors.py), so name the output.
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is None and self.output is not None:
+                exc.filename = str(self.output)
+            raise
+
+    def _process(self, batch: list[np.ndarray]) -> None:
         t0 = time.perf_counter()
         # Nothing to scale: hand the received frames on as they are (np.stack would copy them).
         out = batch if self.upscaler.name == "none" else self.upscaler(np.stack(batch))
@@ -112,7 +153,8 @@ class _Job:
 
     def finish(self) -> None:
         if self.encoders and len(self.results) < len(self.encoders):
-            self.results.append(self.encoders[-1].close())
+            with self._naming_output():
+                self.results.append(self.encoders[-1].close())
 
     def abort(self) -> None:
         for enc in self.encoders[len(self.results):]:
@@ -125,26 +167,35 @@ class _Job:
 class PostProcessService(agent_pb2_grpc.PostProcessServicer):
     """Receives frames, checks them against header and trailer, upscales and encodes."""
 
-    def __init__(self, cfg: AgentConfig, activity: Activity, engine: Any = None) -> None:
+    def __init__(self, cfg: AgentConfig, activity: Activity, engine: Any = None,
+                 admission: Admission | None = None) -> None:
         self.cfg = cfg
         self.activity = activity
         # The GenerationEngine whose VAE decodes latent streams; None: RGB frames only.
         self.engine = engine
+        self.admission = admission or Admission(Limits.of(cfg))
 
     @streaming
     async def PostProcess(self, request_iterator: AsyncIterable[bytes],
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PostProcessEvent]:
+        with self.admission.stream("PostProcess") as ticket:
+            # Closed here, not later by the garbage collector: the worker and any temporary file go first.
+            async with contextlib.aclosing(self._post(aiter(request_iterator), ticket)) as events:
+                async for event in events:
+                    yield event
+
+    async def _post(self, messages: AsyncIterator[bytes], ticket: Ticket) -> AsyncGenerator[pb.PostProcessEvent, None]:
         start = time.monotonic()
-        messages = aiter(request_iterator)
-        first = await _next(messages, "spec")
+        first = await _next(ticket, messages, "the spec")
         if first.kind != "spec" or first.spec is None:
             raise RequestError("the first message of a PostProcess stream must be a PostSpec")
         spec = first.spec
-        output, model = check_spec(spec, self.cfg)
-        second = await _next(messages, "header")
+        model = check_spec(spec, self.cfg)
+        # The header may be long in coming: the upstream agent is still generating.
+        second = await _next(ticket, messages, "the stream header", idle=False)
         if second.kind != "header" or second.header is None:
             raise StreamError("the second message of a PostProcess stream must be the stream header")
-        receiver = frames.FrameReceiver(max_frames=self.cfg.max_frames * self.cfg.max_batch)
+        receiver = frames.FrameReceiver(max_frames=self.cfg.max_frames * self.cfg.max_batch, budget=ticket)
         receiver.on_header(second.header)
         header = second.header
         decoder = None
@@ -153,6 +204,10 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
             header = decoder.rgb_header()
         elif header.kind != frames.RGB24:
             raise RequestError("this agent post-processes RGB24 frames or latents")
+        out_w, out_h = check_output_size(header.width, header.height, header.frame_count, spec.upscale or 1)
+        ticket.begin()
+        # Only now, with spec and header checked, may the output's folders be made.
+        output = output_path(spec, self.cfg)
         loop = asyncio.get_running_loop()
         # One worker thread per call: batches reach the encoder in order, off the event loop.
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="post")
@@ -160,11 +215,12 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
             upscaler = await loop.run_in_executor(worker, lambda: Upscaler(
                 spec.upscale or 1, model, device=self.cfg.device, dtype=self.cfg.dtype))
             job = _Job(spec, header, output, upscaler, per_clip=header.frame_count // (header.clip_count or 1),
-                       decoder=decoder)
+                       ticket=ticket, decoder=decoder)
             with self.activity.track("post", spec.job_id):
                 yield pb.PostProcessEvent(progress=pb.Progress(stage="receive", total=header.frame_count))
                 try:
-                    async for event in self._run(messages, receiver, job, worker, start):
+                    async for event in self._run(ticket.messages(messages, "the next frame"), receiver, job, worker,
+                                                 start, frames_per_batch(out_w, out_h, BATCH_FRAMES)):
                         yield event
                 except BaseException:
                     # Client gone, bad frame, failed encode: no .part and no half result stays behind.
@@ -174,7 +230,7 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
             worker.shutdown(wait=False)
 
     async def _run(self, messages: AsyncIterator[bytes], receiver: frames.FrameReceiver, job: _Job,
-                   worker: ThreadPoolExecutor, start: float) -> AsyncIterator[pb.PostProcessEvent]:
+                   worker: ThreadPoolExecutor, start: float, per_batch: int) -> AsyncIterator[pb.PostProcessEvent]:
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Future[None]] = set()
         batch: list[np.ndarray] = []
@@ -197,11 +253,16 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
                 completed = 0
                 for view in receiver.on_chunk(msg.payload):
                     completed += 1
-                    decoded = [frames.as_rgb(view, header)] if job.decoder is None else \
-                        await loop.run_in_executor(worker, job.decoder.decode, view)
+                    if job.decoder is None:
+                        decoded = [frames.as_rgb(view, header)]
+                    else:
+                        decoded = await loop.run_in_executor(worker, job.decoder.decode, view)
+                        # The latent is done with; its frames are what this stream holds now.
+                        job.ticket.hold(sum(f.nbytes for f in decoded))
+                        job.ticket.release(view.nbytes)
                     for frame in decoded:
                         batch.append(frame)
-                        if len(batch) == BATCH_FRAMES:
+                        if len(batch) == per_batch:
                             await submit(batch)
                             batch = []
                 self.activity.count_frames("received", completed, len(msg.payload))
@@ -238,9 +299,9 @@ def _result(job: _Job, receiver: frames.FrameReceiver, receive_s: float) -> pb.P
     )
 
 
-async def _next(messages: AsyncIterator[bytes], what: str) -> wire.Message:
+async def _next(ticket: Ticket, messages: AsyncIterator[bytes], what: str, *, idle: bool = True) -> wire.Message:
     try:
-        raw = await anext(messages)
+        raw = await ticket.read(messages, what, idle=idle)
     except StopAsyncIteration:
-        raise StreamError(f"stream ended before the {what}") from None
+        raise StreamError(f"stream ended before {what}") from None
     return wire.decode(raw, first_field="spec")

@@ -9,12 +9,13 @@ queue the two stages of consecutive jobs overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from typing import Any
@@ -31,6 +32,7 @@ from artifex_agent.errors import ArtifexError, RequestError, ResourceError, Stre
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import split_pb2 as spb
 from artifex_agent.services.activity import Activity
+from artifex_agent.services.admission import Admission, Limits, Ticket
 from artifex_agent.services.errors import status_for, streaming
 from artifex_agent.services.generate import to_engine_request
 from artifex_agent.split import cfg as cfg_split
@@ -128,11 +130,13 @@ def _oom_guard(work: Callable[[], Any]) -> Any:
 class SplitService:
     """Denoise and CfgPeer: the agent's side of a job shared with another agent."""
 
-    def __init__(self, engine: GenerationEngine, cfg: AgentConfig, activity: Activity, chunk_bytes: int = 0) -> None:
+    def __init__(self, engine: GenerationEngine, cfg: AgentConfig, activity: Activity, chunk_bytes: int = 0,
+                 admission: Admission | None = None) -> None:
         self.engine = engine
         self.cfg = cfg
         self.activity = activity
         self.chunk_bytes = chunk_bytes
+        self.admission = admission or Admission(Limits.of(cfg))
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="split")
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -162,10 +166,17 @@ class SplitService:
     @inband_errors
     async def Denoise(self, request_iterator: AsyncIterable[bytes],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        with self.admission.stream("Denoise") as ticket:
+            async with contextlib.aclosing(self._denoise(aiter(request_iterator), ticket)) as events:
+                async for event in events:
+                    yield event
+
+    async def _denoise(self, incoming: AsyncIterator[bytes], ticket: Ticket) -> AsyncGenerator[bytes, None]:
         started = time.monotonic()
-        incoming = aiter(request_iterator)
-        spec: spb.DenoiseSpec = await _spec(incoming, spb.DenoiseRequest, "DenoiseSpec")
+        spec: spb.DenoiseSpec = await _spec(ticket, incoming, spb.DenoiseRequest, "DenoiseSpec")
         req = self._request(spec.request)
+        if not spec.resume:
+            ticket.begin()  # a resumed stream begins with its hand-off (_handoff_header)
         fingerprint = await self._fingerprint(req.model)
         with self.activity.track("denoise", spec.request.job_id):
             got = None
@@ -173,10 +184,10 @@ class SplitService:
                 # Load the model while the other agent still runs the first steps.
                 self._prefetch(req.model)
                 rx = handoff.HandoffReceiver(request=spec.request, fingerprint=fingerprint)
-                next_step = await _handoff_header(incoming, rx)
+                next_step = await _handoff_header(ticket, incoming, rx)
                 # The client holds the tensors back until the header is accepted (see inband_errors).
                 yield wire.encode_progress(pb.Progress(stage="accepted", step=next_step, total=req.steps))
-                got = await _handoff_body(incoming, rx)
+                got = await _handoff_body(ticket, incoming, rx)
             yield wire.encode_progress(pb.Progress(stage="queued", message=f"model {req.model}"))
             bridge = _Bridge()
 
@@ -237,9 +248,15 @@ class SplitService:
     @inband_errors
     async def CfgPeer(self, request_iterator: AsyncIterable[bytes],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        with self.admission.stream("CfgPeer") as ticket:
+            async with contextlib.aclosing(self._cfg_peer(aiter(request_iterator), ticket)) as events:
+                async for event in events:
+                    yield event
+
+    async def _cfg_peer(self, incoming: AsyncIterator[bytes], ticket: Ticket) -> AsyncGenerator[bytes, None]:
         started = time.monotonic()
-        incoming = aiter(request_iterator)
-        spec: spb.CfgSpec = await _spec(incoming, spb.CfgRequest, "CfgSpec")
+        spec: spb.CfgSpec = await _spec(ticket, incoming, spb.CfgRequest, "CfgSpec")
+        ticket.begin()
         cfg_split.check_guidance(spec.request.guidance_scale or 1.0)
         role = _ROLES.get(spec.role)
         if role is None:
@@ -289,7 +306,8 @@ class SplitService:
 
         async def read_peer() -> None:
             try:
-                async for raw in incoming:
+                # Predictions come as fast as the peer's GPU steps: the deadline bounds this, PEER_TIMEOUT_S each step.
+                async for raw in ticket.messages(incoming, "the peer's prediction", idle=False):
                     m = messages.decode(raw, spb.CfgRequest)
                     if m.kind == "noise":
                         peer.on_header(m.value)
@@ -355,10 +373,10 @@ def output_messages(latents: torch.Tensor, rgb: np.ndarray | None, request: pb.G
     yield sender.trailer_message()
 
 
-async def _spec(incoming: AsyncIterator[bytes], cls: Any, what: str) -> Any:
+async def _spec(ticket: Ticket, incoming: AsyncIterator[bytes], cls: Any, what: str) -> Any:
     """The stream's first message, which must be its spec."""
     try:
-        raw = await anext(incoming)
+        raw = await ticket.read(incoming, f"the {what}")
     except StopAsyncIteration:
         raise RequestError(f"the stream ended before its {what}") from None
     m = messages.decode(raw, cls)
@@ -367,22 +385,27 @@ async def _spec(incoming: AsyncIterator[bytes], cls: Any, what: str) -> Any:
     return m.value
 
 
-async def _handoff_header(incoming: AsyncIterator[bytes], rx: handoff.HandoffReceiver) -> int:
+async def _handoff_header(ticket: Ticket, incoming: AsyncIterator[bytes], rx: handoff.HandoffReceiver) -> int:
     """The hand-off's header, checked against this agent before any tensor byte is read; returns its step."""
     try:
-        raw = await anext(incoming)
+        # The first agent is still denoising: only the stream's deadline bounds this wait.
+        raw = await ticket.read(incoming, "the hand-off", idle=False)
     except StopAsyncIteration:
         raise StreamError("the stream ended before the hand-off") from None
     m = messages.decode(raw, spb.DenoiseRequest)
     if m.kind != "handoff":
         raise StreamError(f"a resumed Denoise stream needs a hand-off header after its spec, not a {m.kind}")
+    ticket.begin()
+    # HandoffReceiver allocates every tensor the header announces at once: charge that before it does.
+    ticket.hold(int(m.value.total_bytes))
     rx.on_header(m.value)
     return int(m.value.next_step)
 
 
-async def _handoff_body(incoming: AsyncIterator[bytes], rx: handoff.HandoffReceiver) -> handoff.Handoff:
+async def _handoff_body(ticket: Ticket, incoming: AsyncIterator[bytes], rx: handoff.HandoffReceiver
+                        ) -> handoff.Handoff:
     """The rest of a hand-off, checked as it arrives."""
-    async for raw in incoming:
+    async for raw in ticket.messages(incoming, "the rest of the hand-off"):
         m = messages.decode(raw, spb.DenoiseRequest)
         if m.kind == "chunk":
             rx.on_chunk(m.value)

@@ -2,20 +2,22 @@
 
 The sender and the receiver each hold at most one frame at a time; the receiver checks
 every frame's size against the header and the trailer's count, byte total and checksum
-against what arrived, and fails loudly on any difference.
+against what arrived, and fails loudly on any difference. What a receiver holds follows the
+bytes that arrived, never the sizes a header announces: a peer that announces an 8K frame and
+sends one byte costs one byte.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xxhash
 
 from artifex_agent import PROTOCOL_VERSION
-from artifex_agent.errors import StreamError
+from artifex_agent.errors import RequestError, StreamError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import options, wire
 
@@ -24,6 +26,20 @@ LATENT = pb.PAYLOAD_KIND_LATENT
 
 # Latent dtypes a receiver accepts, with their sizes (bfloat16 has no numpy dtype).
 LATENT_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# The encoders take 0 < fps <= 1000 (engines/encode.py); 0 in a header means "not said".
+MAX_FPS = 1000.0
+
+
+class Budget(Protocol):
+    """Where a receiver charges the bytes it holds (services/admission.Ticket); raises when it is full."""
+
+    def hold(self, nbytes: int) -> None: ...
+
+
+def check_fps(fps: float, what: str = "fps") -> None:
+    """Refuse NaN, infinite, negative or absurd frame rates (0 means unset)."""
+    if not (math.isfinite(fps) and 0 <= fps <= MAX_FPS):
+        raise RequestError(f"{what} must be within 0..{MAX_FPS:.0f} (got {fps})")
 
 
 def rgb_header(width: int, height: int, frame_count: int, fps: float, *, clip_count: int = 1,
@@ -48,6 +64,7 @@ def check_header(h: pb.StreamHeader, *, max_frame_bytes: int = options.MAX_FRAME
     """Refuse a header that is inconsistent or over the limits."""
     if h.protocol_version and h.protocol_version != PROTOCOL_VERSION:
         raise StreamError(f"peer speaks protocol {h.protocol_version}, this agent speaks {PROTOCOL_VERSION}")
+    check_fps(h.fps, "header fps")
     if h.frame_count < 1:
         raise StreamError("header announces no frames")
     if h.frame_count > max_frames:
@@ -108,18 +125,24 @@ class FrameSender:
 
 
 class FrameReceiver:
-    """Reassembles frames from chunks and checks them against the header and trailer."""
+    """Reassembles frames from chunks and checks them against the header and trailer.
+
+    With a `budget`, every chunk is charged to it as it arrives (before it is kept); the
+    frames returned stay charged, and whoever consumes them releases them.
+    """
 
     def __init__(self, *, max_frame_bytes: int = options.MAX_FRAME_BYTES,
-                 max_frames: int = options.MAX_FRAME_COUNT) -> None:
+                 max_frames: int = options.MAX_FRAME_COUNT, budget: Budget | None = None) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.max_frames = max_frames
+        self.budget = budget
         self.header: pb.StreamHeader | None = None
         self.frames = 0
         self.bytes = 0
         self.done = False
         self._hash = xxhash.xxh3_64()
-        self._buf: bytearray | None = None
+        # The frame in progress, as long as the bytes that arrived (not as the header announced).
+        self._buf = bytearray()
         self._fill = 0
 
     def on_header(self, header: pb.StreamHeader) -> None:
@@ -142,25 +165,32 @@ class FrameReceiver:
         # in progress means a frame of the wrong size.
         if self._fill + view.nbytes > size:
             raise StreamError(f"frame {self.frames} is larger than the {size} bytes the header announced")
+        if self.budget is not None:
+            self.budget.hold(view.nbytes)
         self._hash.update(view)
         self.bytes += view.nbytes
         if self._fill == 0 and view.nbytes == size:
             self.frames += 1  # the common case: one frame per message, no copy
             return [view]
-        if self._buf is None:
-            self._buf = bytearray(size)
-        self._buf[self._fill:self._fill + view.nbytes] = view
+        # Grown by what arrives: a buffer of the announced size, allocated on the first byte, let
+        # one byte pin a whole frame. (Keeping the chunks' views instead would cost a few hundred
+        # bytes of objects per chunk, however small the chunk.)
+        self._buf += view
         self._fill += view.nbytes
         if self._fill < size:
             return []
+        frame = bytes(self._buf)
+        self._buf = bytearray()
         self._fill = 0
         self.frames += 1
-        return [memoryview(bytes(self._buf))]
+        return [memoryview(frame)]
 
     def on_trailer(self, trailer: pb.StreamTrailer) -> None:
         h = self.header
         if h is None:
             raise StreamError("trailer arrived before the stream header")
+        if self.done:
+            raise StreamError("a second trailer arrived in the same stream")
         if self._fill:
             raise StreamError(f"stream ended inside frame {self.frames}: {self._fill} of {h.frame_bytes} bytes")
         if trailer.frame_count != self.frames or self.frames != h.frame_count:

@@ -34,10 +34,11 @@ def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Answers UNAUTHENTICATED to any RPC without the right bearer token."""
+    """Answers UNAUTHENTICATED to any RPC without the right bearer token; `service` names who refuses."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, service: str = "agent") -> None:
         self._expected = f"Bearer {token}".encode()
+        self._service = service
 
     async def intercept_service(
         self,
@@ -50,7 +51,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             return await continuation(details)
         logger.warning("refused %s: %s token", details.method, "wrong" if sent else "missing")
         handler = await continuation(details)
-        return _deny(handler, "missing or wrong token" if sent else "this agent requires a token (ARTIFEX_TOKEN)")
+        why = "missing or wrong token" if sent else f"this {self._service} requires a token (ARTIFEX_TOKEN)"
+        return _deny(handler, why)
 
 
 def _deny(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethodHandler:
@@ -62,8 +64,10 @@ def _deny(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethod
         yield  # pragma: no cover - makes this an async generator
 
     # Keep the shape of the real method so the client sees a clean status, not a protocol error.
+    # An unknown method gets a client-streaming handler: it aborts without waiting for a request
+    # message that a stream may never send.
     if handler is None:
-        return grpc.unary_unary_rpc_method_handler(abort)
+        return grpc.stream_unary_rpc_method_handler(abort)
     if handler.response_streaming:
         make = grpc.stream_stream_rpc_method_handler if handler.request_streaming else \
             grpc.unary_stream_rpc_method_handler

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from artifex_agent.errors import StreamError
+from artifex_agent.errors import MalformedMessage
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 HEADER_FIELD = 2
@@ -42,7 +42,7 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         if not b & 0x80:
             return result, pos
         shift += 7
-    raise StreamError("malformed message: truncated length prefix")
+    raise MalformedMessage("malformed message: truncated length prefix")
 
 
 def encode_chunk(data: bytes | bytearray | memoryview) -> bytes:
@@ -99,7 +99,7 @@ def decode(raw: bytes, *, first_field: Literal["progress", "spec"]) -> Message:
     if raw[:1] == bytes((_CHUNK_TAG,)):
         length, pos = _read_varint(raw, 1)
         if pos + length != len(raw):
-            raise StreamError("malformed chunk: length prefix does not match the message size")
+            raise MalformedMessage("malformed message: a chunk's length prefix does not match its message")
         return Message("chunk", payload=memoryview(raw)[pos:])
     try:
         if first_field == "progress":
@@ -108,10 +108,10 @@ def decode(raw: bytes, *, first_field: Literal["progress", "spec"]) -> Message:
         else:
             event = pb.PostProcessRequest.FromString(raw)
             which = event.WhichOneof("message")
-    except Exception as exc:  # protobuf raises DecodeError, and others on garbage
-        raise StreamError(f"malformed message: {type(exc).__name__}") from None
+    except Exception:  # protobuf raises DecodeError, and others on garbage; its text helps no one
+        raise MalformedMessage("malformed message: the message does not parse") from None
     if which is None:
-        raise StreamError("empty message in stream")
+        raise MalformedMessage("malformed message: an empty message in the stream")
     if which == "chunk":  # a conforming encoder that put the chunk after other fields
         return Message("chunk", payload=memoryview(event.chunk))
     return Message(which, **{which: getattr(event, which)})  # type: ignore[arg-type]

@@ -44,8 +44,8 @@ class Claim:
 
     @property
     def relpath(self) -> str:
-        """Where it was dropped, relative to the drop root, '/'-separated on every OS."""
-        return f"{names.INBOX if self.kind == 'job' else names.FRAMES}/{self.name}"
+        """Where it was dropped, relative to the drop root, '/'-separated on every OS; printable (notes, logs)."""
+        return names.printable(f"{names.INBOX if self.kind == 'job' else names.FRAMES}/{self.name}")
 
     @property
     def origin(self) -> Path:

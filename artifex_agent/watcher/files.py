@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from artifex_agent.engines.paths import atomic_write_bytes
 from artifex_agent.errors import ArtifexError
@@ -25,9 +27,55 @@ class Retry(ArtifexError):
     """Something outside the input is not ready (coordinator or agent down): try again later."""
 
 
+# Opening a FIFO for reading waits for a writer (forever, and signals do not end the wait); a
+# device may never end. O_NONBLOCK makes such an open return at once, O_NOFOLLOW refuses a
+# symbolic link swapped in after the check; regular files read the same with both.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"))
+
+
 def write_note(path: Path, text: str) -> None:
     """Write a small text file so readers on either PC see all of it or none."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, names.printable(text).encode("utf-8"))
+
+
+def _not_regular(mode: int, label: str) -> Refused:
+    kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    return Refused(f"{label} is {kind}, not a regular file; only regular files are read from the drop folder")
+
+
+def check_regular(path: Path, label: str = "") -> os.stat_result:
+    """lstat `path` without opening it; Refused unless it is a regular file."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(st.st_mode, label or path.name)
+    return st
+
+
+def open_regular(path: Path, label: str = "") -> BinaryIO:
+    """Open a regular file for reading; a FIFO, socket or device is refused without waiting on it."""
+    check_regular(path, label)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # swapped between the lstat and the open
+            raise _not_regular(mode, label or path.name)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_limited(path: Path, limit: int, what: str, label: str = "") -> bytes:
+    """All bytes of a regular file of at most `limit` bytes; Refused, naming the limit, otherwise."""
+    label = label or path.name
+    with open_regular(path, label) as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(limit + 1) if size <= limit else b""
+    if size > limit or len(data) > limit:  # too big, or grew since the fstat
+        raise Refused(f"{label} is {max(size, len(data)):,} bytes; {what} may be at most {limit:,} bytes")
+    return data
 
 
 def move_unique(src: Path, folder: Path, name: str, tag: str) -> Path:

@@ -26,12 +26,32 @@ from artifex_agent.jobspec import CODECS, ENCODERS
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import frames as tf
 from artifex_agent.transport import wire
+from artifex_agent.transport.options import MAX_FRAME_BYTES, MAX_FRAME_COUNT
 from artifex_agent.watcher import names
-from artifex_agent.watcher.files import Refused, resolve_input
+from artifex_agent.watcher.files import Refused, check_regular, open_regular, read_limited, resolve_input, side_name
 
 logger = logging.getLogger(__name__)
 
 _HASH_BLOCK = 1 << 20
+# What a post agent takes in one stream (transport/options.py): 128 MiB of RGB per frame
+# (44.7 Mpx; 8K UHD is 33.2 Mpx) and 10,000 frames. Checked from headers before anything is
+# decoded, so a PNG that claims 30000x30000 costs a few bytes of reading.
+MAX_FRAME_PIXELS = MAX_FRAME_BYTES // 3
+MAX_FRAMES = MAX_FRAME_COUNT
+MAX_SIDECAR_BYTES = 64 << 10
+
+
+def check_frame_size(name: str, width: int, height: int) -> None:
+    """Refused when a frame of width x height is more than a post agent takes."""
+    if width * height > MAX_FRAME_PIXELS:
+        raise Refused(f"{name} is {width}x{height} ({width * height:,} pixels); a frame may have at most "
+                      f"{MAX_FRAME_PIXELS:,} pixels (8K UHD 7680x4320 is 33,177,600)")
+
+
+def _too_many(name: str, count: int) -> None:
+    if count > MAX_FRAMES:
+        raise Refused(f"{name} holds {count:,} frames; a post agent takes at most {MAX_FRAMES:,} in one stream "
+                      "(split it into shorter parts)")
 
 
 @dataclass
@@ -48,26 +68,31 @@ class PostOptions:
     output: str = ""  # name under the post agent's output_root/<output_subdir>; default: the dropped name
 
     @classmethod
-    def load(cls, path: Path | None, cfg: WatcherConfig) -> PostOptions:
+    def load(cls, path: Path | None, cfg: WatcherConfig, name: str = "") -> PostOptions:
+        """The options a sidecar sets (`name`: how to call it in a refusal; default its file name)."""
         opts = cls(upscale=cfg.frames_upscale, codec=cfg.frames_codec, crf=cfg.frames_crf)
         if path is None:
             return opts
+        name = name or path.name
+        data = read_limited(path, MAX_SIDECAR_BYTES, "a sidecar", label=name)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+            raw = tomllib.loads(data.decode("utf-8-sig"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise Refused(f"{path.name} is not valid TOML: {exc}") from None
+            raise Refused(f"{name} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise Refused(f"{name} nests too deeply; a sidecar is one table of options") from None
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(raw) - set(known))
         if unknown:
-            raise Refused(f"{path.name} has unknown field(s): {', '.join(unknown)} (known: {', '.join(known)})")
+            raise Refused(f"{name} has unknown field(s): {', '.join(unknown)} (known: {', '.join(known)})")
         for key, value in raw.items():
             want = type(getattr(opts, key))
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, want) or isinstance(value, bool):
-                raise Refused(f"{path.name}: {key} must be {want.__name__}; got {value!r}")
+                raise Refused(f"{name}: {key} must be {want.__name__}; got {value!r}")
             setattr(opts, key, value)
-        opts.check(path.name)
+        opts.check(name)
         return opts
 
     def check(self, where: str) -> None:
@@ -99,6 +124,11 @@ class FramePlan:
     options: PostOptions
     content_hash: str
     images: list[Path] = field(default_factory=list)
+    name: str = ""  # as dropped (a claimed video's own path carries the claim's name)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.source.name
 
     def frames(self) -> Generator[np.ndarray, None, None]:
         """(H, W, 3) uint8 frames, one at a time."""
@@ -107,21 +137,21 @@ class FramePlan:
 
             for path in self.images:
                 try:
-                    with Image.open(path) as img:
+                    with open_regular(path) as f, Image.open(f) as img:
                         if img.size != (self.width, self.height):
                             raise Refused(f"{path.name} changed size while being read")
                         yield np.asarray(img.convert("RGB"))
-                except (OSError, SyntaxError, ValueError) as exc:
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
                     raise Refused(f"frame {path.name} cannot be decoded: {exc}") from None
             return
         import av
 
         try:
-            with av.open(str(self.source)) as container:
+            with open_regular(self.source) as f, av.open(f, "r") as container:
                 for frame in container.decode(video=0):
                     yield frame.to_ndarray(format="rgb24")
         except av.FFmpegError as exc:
-            raise Refused(f"{self.source.name} cannot be decoded: {exc}") from None
+            raise Refused(f"{self.label} cannot be decoded: {exc}") from None
 
 
 def plan_folder(folder: Path, root: Path, cfg: WatcherConfig) -> FramePlan:
@@ -139,10 +169,11 @@ def plan_folder(folder: Path, root: Path, cfg: WatcherConfig) -> FramePlan:
         if problem:
             raise Refused(problem)
         path = resolve_input(Path(entry.path), folder, root)
+        if path.is_dir():
+            raise Refused(f"it holds a folder ({name}); a frame folder holds only numbered PNG/JPEG frames")
+        check_regular(path, name)
         if name == names.FOLDER_SIDECAR:
             sidecar = path
-        elif path.is_dir():
-            raise Refused(f"it holds a folder ({name}); a frame folder holds only numbered PNG/JPEG frames")
         elif name.lower().endswith(names.VIDEO_SUFFIXES):
             videos.append(path)
         else:
@@ -154,11 +185,14 @@ def plan_folder(folder: Path, root: Path, cfg: WatcherConfig) -> FramePlan:
         return plan_video(videos[0], root, cfg, options=options, extra=[sidecar] if sidecar else [])
     if not images:
         raise Refused("it holds no frames (PNG or JPEG)")
+    _too_many("it", len(images))
     size: tuple[int, int] | None = None
     first = ""
     for path in images:
         try:
-            with Image.open(path, formats=("PNG", "JPEG")) as img:
+            # Pillow reads only the header here; the pixels are decoded one frame at a time while streaming.
+            with open_regular(path) as f, Image.open(f, formats=("PNG", "JPEG")) as img:
+                check_frame_size(path.name, *img.size)
                 if size is None:
                     size, first = img.size, path.name
                 elif img.size != size:
@@ -166,6 +200,9 @@ def plan_folder(folder: Path, root: Path, cfg: WatcherConfig) -> FramePlan:
                                   f"{path.name} is {img.size[0]}x{img.size[1]}; all frames must be the same size")
         except UnidentifiedImageError:
             raise Refused(f"{path.name} is not a PNG or JPEG image; a frame folder holds only frames") from None
+        except Image.DecompressionBombError as exc:  # Pillow's own limit, far above ours
+            raise Refused(f"{path.name} claims more than a frame may have (at most {MAX_FRAME_PIXELS:,} pixels): "
+                          f"{exc}") from None
         except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports broken headers these ways
             raise Refused(f"{path.name} cannot be read as an image: {exc}") from None
     assert size is not None
@@ -174,27 +211,33 @@ def plan_folder(folder: Path, root: Path, cfg: WatcherConfig) -> FramePlan:
 
 
 def plan_video(path: Path, root: Path, cfg: WatcherConfig, *, options: PostOptions | None = None,
-               sidecar: Path | None = None, extra: list[Path] | None = None) -> FramePlan:
-    """Check a video file: one video stream PyAV can decode; frames counted by demuxing (no decode)."""
+               sidecar: Path | None = None, extra: list[Path] | None = None, name: str = "") -> FramePlan:
+    """Check a video file: one video stream PyAV can decode; frames counted by demuxing (no decode).
+
+    `name`: the video as dropped, for refusals (a claimed video sits in processing/ under the claim's name).
+    """
     import av
 
+    name = name or path.name
     if options is None:
-        options = PostOptions.load(sidecar, cfg)
+        options = PostOptions.load(sidecar, cfg, name=side_name(name))
         extra = [sidecar] if sidecar else []
     try:
-        with av.open(str(path)) as container:
+        with open_regular(path, name) as f, av.open(f, "r") as container:
             if not container.streams.video:
-                raise Refused(f"{path.name} has no video stream")
+                raise Refused(f"{name} has no video stream")
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
+            check_frame_size(name, width, height)
             rate = float(stream.average_rate or stream.guessed_rate or 0) or cfg.frames_fps
             count = sum(1 for packet in container.demux(stream) if packet.size)
     except av.FFmpegError as exc:
-        raise Refused(f"{path.name} is not a video PyAV can read: {exc}") from None
+        raise Refused(f"{name} is not a video PyAV can read: {exc}") from None
     if count < 1 or width < 1 or height < 1:
-        raise Refused(f"{path.name} holds no frames")
+        raise Refused(f"{name} holds no frames")
+    _too_many(name, count)
     fps = options.fps or (rate if math.isfinite(rate) and 1 <= rate <= 240 else cfg.frames_fps)
-    return FramePlan(path, "video", width, height, count, fps, options, content_hash([path, *(extra or [])]))
+    return FramePlan(path, "video", width, height, count, fps, options, content_hash([path, *(extra or [])]), name=name)
 
 
 def content_hash(paths: list[Path]) -> str:
@@ -202,7 +245,7 @@ def content_hash(paths: list[Path]) -> str:
     h = xxhash.xxh3_128()
     for path in paths:
         h.update(path.name.encode("utf-8", "surrogateescape") + b"\0")
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             while block := f.read(_HASH_BLOCK):
                 h.update(block)
     return h.hexdigest()
@@ -242,7 +285,7 @@ async def stream_plan(stub: Any, plan: FramePlan, spec: pb.PostSpec, *, chunk_by
                 for message in sender.frame_messages(np.ascontiguousarray(frame)):
                     yield message
             if sender.frames != plan.count:
-                raise Refused(f"{plan.source.name} decoded to {sender.frames} frames, not the {plan.count} counted")
+                raise Refused(f"{plan.label} decoded to {sender.frames} frames, not the {plan.count} counted")
         except Exception as exc:  # noqa: BLE001 - reported below, after the agent has given up
             failure.append(exc)
             return

@@ -16,16 +16,18 @@ from artifex_agent.config import AgentConfig, ClusterConfig
 from artifex_agent.errors import ConfigError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.watcher import files, names
+from artifex_agent.watcher.attempts import Attempts
 from artifex_agent.watcher.claim import Claim
 from artifex_agent.watcher.files import Refused, Retry
 from artifex_agent.watcher.frames import FramePlan, plan_folder, plan_video, post_spec, stream_plan
 from artifex_agent.watcher.ledger import Ledger, Record, item_key
 from artifex_agent.watcher.names import Layout
-from artifex_agent.watcher.submitter import describe, status_code
+from artifex_agent.watcher.submitter import describe
 
 logger = logging.getLogger(__name__)
 
-# Agent answers that mean "not now" rather than "not this input".
+# Agent answers that may change on another try; any other code refuses the input at once.
+# Which of these count against the input is attempts.classify's to say.
 RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
                grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS,
                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNKNOWN}
@@ -50,6 +52,7 @@ class FrameWorker:
     layout: Layout
     ledger: Ledger
     owner: str
+    attempts: Attempts
     # Called with (claim, retry?) when a claim leaves the worker.
     on_finished: Callable[[Claim, bool], None] = lambda c, retry: None
     _queue: queue.Queue[Claim | None] = field(default_factory=queue.Queue)
@@ -71,23 +74,22 @@ class FrameWorker:
     def _run(self) -> None:
         while (c := self._queue.get()) is not None:
             self.current = c
-            retry = False
             try:
-                self.process(c)
-            except Retry as exc:
-                logger.warning("%s: %s; trying again later", c.relpath, exc)
-                retry = True
-            except Exception:
-                logger.exception("unexpected error post-processing %s; trying again later", c.relpath)
+                retry = not self.process(c)
+            except Exception:  # quarantining it failed (failed/ not writable?): not the input's fault
+                logger.exception("cannot move %s out of processing/; trying again later", c.relpath)
+                self.attempts.back_off(c)
                 retry = True
             finally:
                 self.current = None
             self.on_finished(c, retry)
 
-    def process(self, c: Claim) -> None:
+    def process(self, c: Claim) -> bool:
+        """Post-process `c`, or quarantine it; False when it stays claimed for another try."""
         cfg = self.cluster.watcher
         key = ""
         plan: FramePlan | None = None
+        self.attempts.started(c)
         try:
             problem = names.name_problem(c.name)
             if problem:
@@ -98,7 +100,8 @@ class FrameWorker:
                 plan = plan_folder(real, self.layout.root, cfg)
             elif c.name.lower().endswith(names.VIDEO_SUFFIXES):
                 side = files.sidecar_of(c)
-                plan = plan_video(real, self.layout.root, cfg, sidecar=side if side.exists() else None)
+                plan = plan_video(real, self.layout.root, cfg, sidecar=side if side.exists() else None,
+                                  name=c.name)
                 stem = Path(c.name).stem
             else:
                 raise Refused("frames/ takes folders of numbered PNG/JPEG frames or a video file "
@@ -108,7 +111,8 @@ class FrameWorker:
             if rec is not None and rec.state == "done":
                 logger.info("%s was already post-processed: %s", c.relpath, rec.detail.replace("\n", ", "))
                 self._done(c, rec, rec.detail)
-                return
+                self.attempts.finished(c, through=False)
+                return True
             rec = self.ledger.record(Record(key, c.relpath, plan.content_hash, "frames", "submitted",
                                             job_state="running", location=str(c.path), owner=self.owner))
             spec = post_spec(plan, stem, cfg, job_id=f"drop-{key[:16]}")
@@ -116,16 +120,24 @@ class FrameWorker:
                         plan.height, spec.output_name)
             result = asyncio.run(self._send(plan, spec))
             self._done(c, rec, _result_text(result))
+            self.attempts.finished(c, through=True)
+            return True
         except Refused as exc:
-            self._fail(c, key, plan, str(exc))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in RETRY_CODES:
-                raise Retry(f"post agent: {describe(exc)}") from None
-            self._fail(c, key, plan, f"the post agent refused it: {describe(exc)}")
-        except OSError as exc:
-            if status_code(exc) is None and not c.path.exists() and not c.path.is_symlink():
-                raise Retry(f"{c.path} vanished: {exc}") from None
-            raise
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001 - whose fault it is decides (attempts.classify)
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in RETRY_CODES:
+                reason = f"the post agent refused it: {describe(exc)}"
+            else:
+                cause: Exception = exc
+                if isinstance(exc, OSError) and not c.path.exists() and not c.path.is_symlink():
+                    cause = Retry(f"{c.path} vanished: {exc}")  # taken over or removed: not the input's fault
+                outcome = self.attempts.failed(c, cause)
+                if not outcome.reason:
+                    return False
+                reason = outcome.reason
+        self._fail(c, key, plan, reason)
+        self.attempts.finished(c, through=False)
+        return True
 
     async def _send(self, plan: FramePlan, spec: pb.PostSpec) -> pb.PostResult:
         from artifex_agent.transport.channel import AgentStub, open_channel

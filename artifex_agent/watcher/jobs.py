@@ -8,48 +8,74 @@ import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from artifex_agent.errors import RequestError
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.watcher import files, names
+from artifex_agent.watcher.attempts import Attempts
 from artifex_agent.watcher.claim import Claim
-from artifex_agent.watcher.files import Refused, Retry
+from artifex_agent.watcher.files import Refused
 from artifex_agent.watcher.ledger import Ledger, Record, item_key
 from artifex_agent.watcher.names import Layout
 from artifex_agent.watcher.submitter import TERMINAL, JobSubmitter, ModelLookup, describe, is_refusal
 
 logger = logging.getLogger(__name__)
 
-# A job description is a few hundred bytes; anything this big was dropped by mistake.
-MAX_JOB_BYTES = 1 << 20
+# A job description is a few hundred bytes; the cap is above the largest legal JobSpec (README, Limits).
+MAX_JOB_BYTES = 2 << 20  # the largest legal JobSpec is about 1.2 MB even in 4-byte UTF-8
+# A JobSpec nests two levels (the file's table, then tags or prompts); the parsers recurse per level.
+MAX_JOB_DEPTH = 8
+
+# submitted: the coordinator took it just now; settled: accepted or quarantined without it;
+# retry / pause: try again later (pause: the coordinator looks down for everyone).
+Result = Literal["submitted", "settled", "retry", "pause"]
 
 
 def parse_job(data: bytes, name: str) -> JobSpec:
     """The JobSpec a job file describes; Refused with a reason a person can act on."""
     if len(data) > MAX_JOB_BYTES:
-        raise Refused(f"it is {len(data)} bytes; a job file is a small .toml or .json (at most {MAX_JOB_BYTES})")
+        raise Refused(f"it is {len(data):,} bytes; a job file is a small .toml or .json (at most {MAX_JOB_BYTES:,})")
     try:
         text = data.decode("utf-8-sig")  # Notepad may start the file with a byte-order mark
     except UnicodeDecodeError as exc:
         raise Refused(f"it is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    too_deep = Refused(f"it is nested more than {MAX_JOB_DEPTH} levels deep; a job file is one table of fields")
     raw: Any
     if name.lower().endswith(".toml"):
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise Refused(f"it is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise too_deep from None
     else:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise Refused(f"it is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise too_deep from None
         if not isinstance(raw, dict):
             raise Refused("the JSON must be one object of job fields, e.g. {\"prompt\": \"a fox\"}")
+    if _depth(raw) > MAX_JOB_DEPTH:
+        raise too_deep
     try:
         return JobSpec.from_dict(raw)
     except (RequestError, TypeError) as exc:
         raise Refused(str(exc)) from None
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and tables nest in `value` (without recursion; stops once past the limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_JOB_DEPTH:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 @dataclass
@@ -60,21 +86,23 @@ class JobFiles:
     ledger: Ledger
     submitter: JobSubmitter
     owner: str
+    attempts: Attempts
     models: ModelLookup | None = None
 
-    def process(self, c: Claim) -> None:
-        """Submit (once) and accept, or quarantine; raises Retry when the coordinator cannot be reached."""
+    def process(self, c: Claim) -> Result:
+        """Submit (once) and accept, or quarantine; a failure is retried as `attempts` says."""
         key = content = ""
+        self.attempts.started(c)
         try:
             real = files.resolve_input(c.path, c.origin, self.layout.root)
-            if real.is_dir():
-                raise Refused("it is a folder; inbox/ takes job files (.toml or .json), frame folders go into frames/")
             problem = names.name_problem(c.name)
             if problem:
                 raise Refused(problem)
+            if real.is_dir():
+                raise Refused("it is a folder; inbox/ takes job files (.toml or .json), frame folders go into frames/")
             if not c.name.lower().endswith(names.JOB_SUFFIXES):
                 raise Refused("only .toml and .json job files are read from inbox/ (see docs/watcher.md)")
-            data = real.read_bytes()
+            data = files.read_limited(real, MAX_JOB_BYTES, "a job file (a small .toml or .json)", label="it")
             content = hashlib.sha256(data).hexdigest()
             key = item_key(c.relpath, content)
             rec = self.ledger.get(key)
@@ -82,7 +110,8 @@ class JobFiles:
                 # Submitted before a crash or a restart (or the same file dropped again): no second job.
                 logger.info("%s was already submitted as job %s", c.relpath, rec.job_id)
                 self._accept(c, rec)
-                return
+                self.attempts.finished(c, through=False)
+                return "settled"
             spec = parse_job(data, c.name)
             self._check_model(spec)
             rec = self.ledger.record(Record(key, c.relpath, content, "job", "claimed",
@@ -92,16 +121,30 @@ class JobFiles:
             except Exception as exc:
                 if is_refusal(exc):
                     raise Refused(f"the coordinator refused it: {describe(exc)}") from None
-                raise Retry(f"coordinator unavailable: {describe(exc)}") from exc
+                raise
             self.ledger.update(key, state="submitted", job_id=job_id, job_state="queued")
             rec.job_id, rec.state = job_id, "submitted"
             logger.info("submitted %s as job %s", c.relpath, job_id)
             self._accept(c, rec)
+            self.attempts.finished(c, through=True)
+            return "submitted"
         except Refused as exc:
-            dest = files.quarantine(c, self.layout, str(exc), self.owner, tag=(key or c.token)[:8])
-            # Refused before it could be read: remembered under its claim token, so --status counts it.
-            self.ledger.record(Record(key or item_key(c.relpath, c.token), c.relpath, content, "job", "quarantined",
-                                      location=str(dest), detail=str(exc), owner=self.owner))
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001 - whose fault it is decides (attempts.classify)
+            outcome = self.attempts.failed(c, exc)
+            if not outcome.reason:
+                return "pause" if outcome.pause else "retry"
+            reason = outcome.reason
+        self.quarantine(c, reason, key, content)
+        return "settled"
+
+    def quarantine(self, c: Claim, reason: str, key: str = "", content: str = "") -> None:
+        """Move `c` to failed/ with `reason` beside it, and remember it as quarantined."""
+        dest = files.quarantine(c, self.layout, reason, self.owner, tag=(key or c.token)[:8])
+        # Refused before it could be read: remembered under its claim token, so --status counts it.
+        self.ledger.record(Record(key or item_key(c.relpath, c.token), c.relpath, content, "job", "quarantined",
+                                  location=str(dest), detail=reason, owner=self.owner))
+        self.attempts.finished(c, through=False)
 
     def _check_model(self, spec: JobSpec) -> None:
         known = self.models() if self.models else None
@@ -138,6 +181,7 @@ class JobFiles:
                     continue
                 logger.info("cannot look up job %s yet: %s", rec.job_id, describe(exc))
                 return left
+            self.attempts.answered("job")
             state = str(job.state)
             if state in TERMINAL:
                 if state == "done":

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from artifex_agent.watcher.names import printable
+
 logger = logging.getLogger(__name__)
 
 Kind = Literal["job", "frames"]
@@ -43,12 +45,23 @@ CREATE TABLE IF NOT EXISTS items (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_state ON items(state);
+-- Counted failed tries of one claim (by its token, which survives restarts and take-overs).
+CREATE TABLE IF NOT EXISTS attempts (
+    token TEXT PRIMARY KEY,
+    relpath TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    updated REAL NOT NULL
+);
 """
+# Free text stored as it is shown: a name that is not UTF-8 would make SQLite raise
+# (such inputs are refused, so a stored location is never one that has to be opened again).
+_TEXT_FIELDS = ("relpath", "location", "detail")
 
 
 def item_key(relpath: str, content_hash: str) -> str:
     """The identity of one input: where it was dropped (relative, '/'-separated) and what it holds."""
-    return hashlib.sha256(f"{relpath}\0{content_hash}".encode()).hexdigest()
+    return hashlib.sha256(f"{relpath}\0{content_hash}".encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass
@@ -106,6 +119,8 @@ class Ledger:
     def record(self, rec: Record) -> Record:
         """Insert or replace `rec` as it is now."""
         now = time.time()
+        for name in _TEXT_FIELDS:
+            setattr(rec, name, printable(getattr(rec, name)))
         rec.created = rec.created or now
         rec.updated = now
         with self._tx() as db:
@@ -121,9 +136,27 @@ class Ledger:
         allowed = {"state", "job_id", "job_state", "location", "detail", "owner"}
         if not fields or set(fields) - allowed:
             raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+        fields = {k: printable(v) if k in _TEXT_FIELDS else v for k, v in fields.items()}
         cols = ", ".join(f"{name} = ?" for name in fields)
         with self._tx() as db:
             db.execute(f"UPDATE items SET {cols}, updated = ? WHERE key = ?", (*fields.values(), time.time(), key))
+
+    def add_attempt(self, token: str, relpath: str, error: str) -> int:
+        """Count one more failed try of the claim `token`; returns its count so far."""
+        with self._tx() as db:
+            db.execute("INSERT INTO attempts (token, relpath, count, last_error, updated) VALUES (?,?,1,?,?) "
+                       "ON CONFLICT(token) DO UPDATE SET count = count + 1, last_error = excluded.last_error, "
+                       "updated = excluded.updated", (token, printable(relpath), printable(error), time.time()))
+            return int(db.execute("SELECT count FROM attempts WHERE token = ?", (token,)).fetchone()[0])
+
+    def clear_attempts(self, token: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM attempts WHERE token = ?", (token,))
+
+    def attempt_tokens(self) -> set[str]:
+        """Claims with counted failures (read once at start-up)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT token FROM attempts").fetchall()}
 
     def in_state(self, *states: State, kind: Kind | None = None) -> list[Record]:
         marks = ",".join("?" for _ in states)
@@ -156,40 +189,3 @@ class Ledger:
 
 def _record(row: sqlite3.Row) -> Record:
     return Record(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a mapping
-
-
-class LedgerLock:
-    """An exclusive lock beside the ledger: two watchers sharing one ledger would redo each other's work."""
-
-    def __init__(self, ledger_path: Path) -> None:
-        self.path = Path(str(ledger_path) + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        import os
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-            else:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        import os
-
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the lock on every OS
-            self._fd = None

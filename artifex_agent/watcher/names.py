@@ -85,8 +85,23 @@ def is_video_sidecar(name: str) -> bool:
     return name.lower().endswith(VIDEO_SIDECAR)
 
 
+def printable(text: str) -> str:
+    """`text` with bytes that are not UTF-8 shown as \\xNN: safe for SQLite, notes, logs and terminals.
+
+    os.listdir hands such bytes over as lone surrogates (PEP 383), which no UTF-8 writer accepts.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def name_problem(name: str) -> str | None:
     """Why a dropped name is refused, or None."""
+    if printable(name) != name:
+        # Windows and macOS cannot show such a name, and it could not be written to a note as it is.
+        return f"the name '{printable(name)}' is not valid UTF-8; rename it (e.g. save it again from a current program)"
     if ".." in name:
         return f"the name {name!r} contains '..'; names with '..' are refused so nothing can point outside the share"
     if any(ord(c) < 32 for c in name):

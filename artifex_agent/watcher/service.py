@@ -12,13 +12,15 @@ from watchdog.observers.api import BaseObserver
 
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ConfigError
+from artifex_agent.lockfile import InstanceLock
 from artifex_agent.watcher import claim as claims
 from artifex_agent.watcher import names
+from artifex_agent.watcher.attempts import Attempts
 from artifex_agent.watcher.claim import Claim, Heartbeats
-from artifex_agent.watcher.files import Retry, side_name, sidecar_of
+from artifex_agent.watcher.files import side_name, sidecar_of
 from artifex_agent.watcher.frameworker import FrameWorker
 from artifex_agent.watcher.jobs import JobFiles
-from artifex_agent.watcher.ledger import Ledger, LedgerLock
+from artifex_agent.watcher.ledger import Ledger
 from artifex_agent.watcher.names import Layout
 from artifex_agent.watcher.observer import DropHandler, WatchMode, choose_mode, make_observer
 from artifex_agent.watcher.scan import Entry, Stability, folder_signature, list_entries, looks_renamed_in
@@ -28,14 +30,11 @@ logger = logging.getLogger(__name__)
 
 # Events come in bursts (a copy of 100 files); one pass a little after the first sees them all.
 DEBOUNCE_S = 0.02
-BACKOFF_MAX_S = 60.0
 NATIVE_RESCAN_S = 5.0
-
-
-@dataclass
-class _Backoff:
-    delay: float = 0.0
-    until: float = 0.0
+# The longest the inbox waits between tries while the coordinator looks down: a dead coordinator
+# costs one call per pause, and a new file waits at most this long behind one input that only
+# looks unavailable (it tries first once the pause ends).
+PAUSE_MAX_S = 15.0
 
 
 @dataclass
@@ -47,16 +46,18 @@ class Watcher:
     force_polling: bool = False
     models: ModelLookup | None = None
     mode: WatchMode | None = None
+    retry_s: float = 1.0  # the first retry's delay, doubling up to BACKOFF_MAX_S (tests shorten it)
     _stop: threading.Event = field(default_factory=threading.Event)
     _wake: threading.Event = field(default_factory=threading.Event)
     _busy: set[Path] = field(default_factory=set)
-    _backoff: dict[Path, _Backoff] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _observer: BaseObserver | None = None
     _last_poll: float = 0.0
     _jobs_running: int = 0
-    # When the coordinator is unreachable, job files wait in inbox/ instead of each timing out in turn.
+    # When the coordinator is unreachable, job files wait in inbox/ instead of each timing out in turn;
+    # one try per pause (doubling while it stays down) finds out when it is back.
     _jobs_paused_until: float = 0.0
+    _pause_s: float = 0.0
     _last_summary: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -68,23 +69,25 @@ class Watcher:
         self.settle_s = cfg.settle_s or cfg.poll_interval_s
         self.stability = Stability(self.settle_s)
         self.heartbeats = Heartbeats(self.layout, self.owner, cfg.claim_timeout_s)
-        self._ledger_lock = LedgerLock(cfg.ledger)
+        self._ledger_lock = InstanceLock(Path(cfg.ledger), "watcher",
+                                         "stop it first, or give this one its own [watcher] ledger")
         self.ledger: Ledger | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def startup(self) -> None:
         cfg = self.cluster.watcher
-        if not self._ledger_lock.acquire():
-            raise ConfigError(f"another watcher already uses the ledger {cfg.ledger}")
+        self._ledger_lock.acquire()  # ConfigError naming the watcher that holds the ledger
         try:
             self.layout.create()
         except OSError as exc:
             raise ConfigError(f"cannot create the drop folders under {self.layout.root}: {exc}") from None
         self.ledger = Ledger(cfg.ledger)
-        self.jobs = JobFiles(self.layout, self.ledger, self.submitter, self.owner, self.models) \
+        self.attempts = Attempts(self.ledger, self.retry_s)
+        self.jobs = JobFiles(self.layout, self.ledger, self.submitter, self.owner, self.attempts, self.models) \
             if self.submitter is not None else None
-        self.worker = FrameWorker(self.cluster, self.layout, self.ledger, self.owner, self._frames_finished)
+        self.worker = FrameWorker(self.cluster, self.layout, self.ledger, self.owner, self.attempts,
+                                  self._frames_finished)
         self.worker.start()
         self.mode = choose_mode(self.layout.root, cfg.mode, self.force_polling)
         self._observer = make_observer(self.mode.mode, cfg.poll_interval_s)
@@ -142,13 +145,10 @@ class Watcher:
             max(NATIVE_RESCAN_S, cfg.poll_interval_s)
         if self._jobs_running and self.jobs is not None:
             timeout = min(timeout, max(0.0, self._last_poll + cfg.status_interval_s - now))
-        due = self.stability.next_due(now)
-        if due is not None:
-            timeout = min(timeout, due + 0.01)
-        with self._lock:  # the frame worker's thread adds entries too
-            pending = [b.until - now for b in self._backoff.values()]
-        if pending:
-            timeout = min(timeout, max(0.0, min(pending)))
+        for due in (self.stability.next_due(now), self.attempts.next_due(now),
+                    self._jobs_paused_until - now if self._jobs_paused_until > now else None):
+            if due is not None:
+                timeout = min(timeout, due + 0.01)
         if self._wake.wait(timeout):
             self._wake.clear()
             time.sleep(DEBOUNCE_S)
@@ -158,11 +158,15 @@ class Watcher:
     def pass_once(self) -> None:
         now = time.monotonic()
         self.heartbeats.beat()
-        self._resume_claims(now)
+        # Claims never tried by this process go first (left by a restart or a dead watcher), then
+        # new drops, then retries: one input that keeps failing never stands in front of the others.
+        fresh, retries = self._own_claims(now)
+        for left in fresh:
+            self._handle(left)
         present: set[Path] = set()
-        if self.jobs is not None and self._jobs_paused_until <= now:
+        if self.jobs is not None and not self._jobs_paused():
             for e in list_entries(self.layout.inbox, skip=(names.ACCEPTED,)):
-                if self._jobs_paused_until > now:
+                if self._jobs_paused():
                     break
                 present.add(e.path)
                 if self.stability.ready(e.path, e.signature, now):
@@ -183,10 +187,13 @@ class Watcher:
                         side.rename(sidecar_of(c))
                     self._handle(c)
         self.stability.keep_only(present)
-        if self.jobs is not None and self._jobs_paused_until <= now and \
+        # Before the retries: a coordinator that answers lookups makes an "unavailable" retry count.
+        if self.jobs is not None and not self._jobs_paused() and \
                 now - self._last_poll >= self.cluster.watcher.status_interval_s:
             self._last_poll = now
             self._jobs_running = self.jobs.poll()
+        for again in retries:
+            self._handle(again)
         self._summarise()
 
     def _frames_ready(self, e: Entry, now: float) -> bool:
@@ -201,9 +208,12 @@ class Watcher:
                 return False
         return False  # being filled in place: waits for its _READY marker
 
-    def _resume_claims(self, now: float) -> None:
-        """Our own claims left from before a restart (or waiting to retry), and dead watchers' claims."""
-        for c in claims.list_claims(self.layout):
+    def _own_claims(self, now: float) -> tuple[list[Claim], list[Claim]]:
+        """Our claims to try now (never tried here, retries due), dead watchers' taken over; see attempts.order."""
+        listed = claims.list_claims(self.layout)
+        self.attempts.keep_only({c.token for c in listed})
+        ours: list[Claim] = []
+        for c in listed:
             if c.owner != self.owner:
                 if not self.heartbeats.dead(c.owner):
                     continue
@@ -214,12 +224,13 @@ class Watcher:
             with self._lock:
                 if c.path in self._busy:
                     continue
-                back = self._backoff.get(c.path)
-            if back is not None and back.until > now:
+            if c.kind == "job" and self.jobs is None:
                 continue
-            if c.kind == "job" and (self.jobs is None or self._jobs_paused_until > now):
-                continue
-            self._handle(c)
+            ours.append(c)
+        return self.attempts.order(ours, now)
+
+    def _jobs_paused(self) -> bool:
+        return self._jobs_paused_until > time.monotonic()
 
     def _handle(self, c: Claim) -> None:
         if c.kind == "frames":
@@ -227,35 +238,25 @@ class Watcher:
                 self._busy.add(c.path)
             self.worker.put(c)
             return
-        assert self.jobs is not None
+        if self.jobs is None or self._jobs_paused():
+            return
         try:
-            self.jobs.process(c)
-            with self._lock:
-                self._backoff.pop(c.path, None)
+            result = self.jobs.process(c)
+        except Exception:  # quarantining it failed (failed/ not writable?): not the input's fault
+            logger.exception("cannot move %s out of processing/; trying again later", c.relpath)
+            self.attempts.back_off(c)
+            return
+        if result == "submitted":
+            self._pause_s = 0.0
             self._jobs_running += 1  # (an estimate until the next poll) keeps status lookups going
-        except Retry as exc:
-            back = self._retry_later(c, str(exc))
-            self._jobs_paused_until = back.until
-        except Exception:
-            logger.exception("unexpected error with %s", c.relpath)
-            self._retry_later(c, "unexpected error")
+        elif result == "pause":
+            self._pause_s = min(PAUSE_MAX_S, max(self.retry_s, self._pause_s * 2))
+            self._jobs_paused_until = time.monotonic() + self._pause_s
 
     def _frames_finished(self, c: Claim, retry: bool) -> None:
-        if retry:
-            self._retry_later(c, "post agent not reachable")
         with self._lock:
             self._busy.discard(c.path)
-            if not retry:
-                self._backoff.pop(c.path, None)
         self._wake.set()
-
-    def _retry_later(self, c: Claim, why: str) -> _Backoff:
-        with self._lock:
-            back = self._backoff.setdefault(c.path, _Backoff())
-            back.delay = min(BACKOFF_MAX_S, max(1.0, back.delay * 2))
-            back.until = time.monotonic() + back.delay
-        logger.warning("%s: %s; next try in %.0fs", c.relpath, why, back.delay)
-        return back
 
     def _summarise(self) -> None:
         assert self.ledger is not None

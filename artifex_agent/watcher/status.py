@@ -30,8 +30,10 @@ def collect(cluster: ClusterConfig, *, recent: int = 10) -> dict[str, Any]:
     """Counts from the shared folders (every watcher's view) and this watcher's ledger."""
     cfg = cluster.watcher
     layout = Layout(Path(cfg.root).expanduser().absolute())
-    waiting_jobs = [e.name for e in list_entries(layout.inbox, skip=(names.ACCEPTED,))]
-    waiting_frames = [e.name for e in list_entries(layout.frames) if not names.is_video_sidecar(e.name)]
+    # Printable: a name that is not UTF-8 must not break printing the status or its JSON.
+    waiting_jobs = [names.printable(e.name) for e in list_entries(layout.inbox, skip=(names.ACCEPTED,))]
+    waiting_frames = [names.printable(e.name) for e in list_entries(layout.frames)
+                      if not names.is_video_sidecar(e.name)]
     in_progress = claims.list_claims(layout)
     mode = choose_mode(layout.root, cfg.mode)
     out: dict[str, Any] = {
@@ -44,7 +46,7 @@ def collect(cluster: ClusterConfig, *, recent: int = 10) -> dict[str, Any]:
             "failed": _count_inputs(layout.failed),
         },
         "pending": waiting_jobs + waiting_frames,
-        "processing": [{"name": c.name, "kind": c.kind, "owner": c.owner} for c in in_progress],
+        "processing": [{"name": names.printable(c.name), "kind": c.kind, "owner": c.owner} for c in in_progress],
         "ledger": str(cfg.ledger),
     }
     if Path(cfg.ledger).exists():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,8 +13,10 @@ import numpy as np
 import pytest
 
 from artifex_agent.engines.encode import VideoEncoder, available_encoders
-from artifex_agent.engines.paths import part_path
+from artifex_agent.engines.paths import MAX_OUTPUT_FILE_BYTES, safe_output_path
+from artifex_agent.engines.temp_files import temp_name
 from artifex_agent.errors import RequestError
+from tests.engines.test_paths import plant_link_to_victim
 
 W, H = 64, 64
 
@@ -32,8 +36,13 @@ def decode(path: Path) -> tuple[int, int, int, Fraction]:
         return len(frames), frames[0].width, frames[0].height, stream.average_rate
 
 
+def temporaries(path: Path) -> list[Path]:
+    tmp = path.parent / ".tmp"
+    return list(tmp.iterdir()) if tmp.is_dir() else []
+
+
 def nothing_left(path: Path) -> bool:
-    return not path.exists() and not part_path(path).exists()
+    return not path.exists() and not temporaries(path)
 
 
 def test_available_encoders_includes_libx264() -> None:
@@ -46,7 +55,7 @@ def test_available_encoders_includes_libx264() -> None:
 def test_software_encode_is_decodable_and_published(tmp_path: Path, codec: str, expected: str) -> None:
     path = tmp_path / "clip.mp4"
     with VideoEncoder(path, W, H, 16, codec=codec, encoder="software", preset="veryfast") as enc:
-        assert part_path(path).exists() and not path.exists()
+        assert len(temporaries(path)) == 1 and not path.exists()
         for i in range(24):
             enc.write(frame(i))
         result = enc.close()
@@ -55,7 +64,7 @@ def test_software_encode_is_decodable_and_published(tmp_path: Path, codec: str, 
     assert (result.path, result.frames, result.width, result.height) == (path, 24, W, H)
     assert result.bytes == path.stat().st_size
     assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert not part_path(path).exists()
+    assert not temporaries(path)
     assert decode(path) == (24, W, H, Fraction(16))
 
 
@@ -159,3 +168,55 @@ def test_unwritable_destination_is_an_os_error_not_a_settings_error(tmp_path: Pa
     with pytest.raises(OSError, match="cannot create"):
         VideoEncoder(path, W, H, 16)
     assert nothing_left(path)
+
+
+def test_planted_part_symlink_is_not_written_through(tmp_path: Path) -> None:
+    victim = plant_link_to_victim(tmp_path / "out" / "victim.mp4.part")
+    path = safe_output_path(tmp_path / "out", "victim")
+    with VideoEncoder(path, W, H, 16, encoder="software") as enc:
+        for i in range(4):
+            enc.write(frame(i))
+    assert victim.read_bytes() == b"precious"
+    assert not path.is_symlink()
+    assert decode(path)[0] == 4
+
+
+def test_temporary_stays_out_of_sight_while_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    with VideoEncoder(path, W, H, 16, encoder="software") as enc:
+        enc.write(frame(0))
+        assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+        temps = [p.name for p in (tmp_path / ".tmp").iterdir()]
+        assert len(temps) == 1 and temps[0].startswith("clip.mp4.")
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["clip.mp4"]
+
+
+def test_longest_allowed_name_encodes_with_room_for_its_temporary(tmp_path: Path) -> None:
+    name = "n" * (MAX_OUTPUT_FILE_BYTES - len(".mp4"))
+    path = safe_output_path(tmp_path, name)
+    with VideoEncoder(path, W, H, 16, encoder="software") as enc:
+        enc.write(frame(0))
+    assert path.name == name + ".mp4" and decode(path)[0] == 1
+
+
+def test_mp4_index_stays_at_the_front(tmp_path: Path) -> None:
+    # The faststart pass reads the output back; PyAV only holds an open file, never its name.
+    path = tmp_path / "fast.mp4"
+    with VideoEncoder(path, W, H, 16, encoder="software") as enc:
+        for i in range(8):
+            enc.write(frame(i))
+    data = path.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+
+
+def test_a_retried_encode_clears_what_a_killed_attempt_left(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    (tmp_path / ".tmp").mkdir()
+    leftover = tmp_path / ".tmp" / temp_name(path.name)
+    leftover.write_bytes(b"\0" * 48)  # nobody holds its lock: its writer is dead
+    then = time.time() - 10
+    os.utime(leftover, (then, then))
+    with VideoEncoder(path, W, H, 16, encoder="software") as enc:
+        assert not leftover.exists()
+        enc.write(frame(0))
+    assert not temporaries(path) and decode(path)[0] == 1

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from artifex_agent.engines.paths import (
+    MAX_OUTPUT_FILE_BYTES,
     atomic_write_bytes,
     confined_path,
-    part_path,
     safe_output_path,
     sweep_parts,
 )
@@ -69,7 +69,7 @@ def test_confined_path_refuses_symlink_leading_outside(tmp_path: Path) -> None:
     root = tmp_path / "inputs"
     root.mkdir()
     (tmp_path / "secret.png").write_bytes(b"x")
-    _symlink(root / "img.png", tmp_path / "secret.png")
+    symlink_or_skip(root / "img.png", tmp_path / "secret.png")
     with pytest.raises(RequestError, match="outside"):
         confined_path(root, "img.png")
 
@@ -89,7 +89,8 @@ def test_nested_name_creates_folders_inside_root(tmp_path: Path) -> None:
     assert not p.exists()
 
 
-def _symlink(link: Path, target: Path) -> None:
+def symlink_or_skip(link: Path, target: Path) -> None:
+    """Make `link` point at `target`, or skip where symlinks cannot be made (Windows without the privilege)."""
     try:
         link.symlink_to(target, target_is_directory=target.is_dir())
     except OSError:
@@ -100,8 +101,8 @@ def test_symlinked_folder_leading_outside_is_refused(tmp_path: Path) -> None:
     root, outside = tmp_path / "out", tmp_path / "elsewhere"
     root.mkdir()
     outside.mkdir()
-    _symlink(root / "escape", outside)
-    with pytest.raises(RequestError, match="outside"):
+    symlink_or_skip(root / "escape", outside)
+    with pytest.raises(RequestError, match="symbolic link"):
         safe_output_path(root, "escape/sub/clip")
     assert not (outside / "sub").exists()
 
@@ -109,16 +110,15 @@ def test_symlinked_folder_leading_outside_is_refused(tmp_path: Path) -> None:
 def test_symlinked_file_leading_outside_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "out"
     root.mkdir()
-    _symlink(root / "clip.mp4", tmp_path / "victim.mp4")
-    with pytest.raises(RequestError, match="outside"):
+    symlink_or_skip(root / "clip.mp4", tmp_path / "victim.mp4")
+    with pytest.raises(RequestError, match="symbolic link"):
         safe_output_path(root, "clip")
 
 
-def test_symlink_inside_root_is_allowed(tmp_path: Path) -> None:
-    root = tmp_path / "out"
-    (root / "real").mkdir(parents=True)
-    _symlink(root / "alias", root / "real")
-    assert safe_output_path(root, "alias/clip").parent.resolve() == (root / "real").resolve()
+def test_symlinked_root_is_the_operators_choice(tmp_path: Path) -> None:
+    (tmp_path / "disk").mkdir()
+    symlink_or_skip(tmp_path / "out", tmp_path / "disk")
+    assert safe_output_path(tmp_path / "out", "a/clip") == (tmp_path / "disk" / "a" / "clip.mp4").resolve()
 
 
 def test_existing_folder_is_not_an_output(tmp_path: Path) -> None:
@@ -127,11 +127,7 @@ def test_existing_folder_is_not_an_output(tmp_path: Path) -> None:
         safe_output_path(tmp_path, "clip")
 
 
-def test_part_path_appends_part() -> None:
-    assert part_path(Path("a/name.mp4")) == Path("a/name.mp4.part")
-
-
-def test_sweep_parts_removes_only_stale_parts(tmp_path: Path) -> None:
+def test_sweep_parts_removes_only_stale_parts_of_the_old_layout(tmp_path: Path) -> None:
     old = tmp_path / "a" / "old.mp4.part"
     fresh = tmp_path / "fresh.mp4.part"
     keep = tmp_path / "a" / "done.mp4"
@@ -152,11 +148,83 @@ def test_atomic_write_bytes_replaces_whole_file(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"new contents"
-    assert not part_path(target).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp", "state.json"]
+    assert not list((tmp_path / ".tmp").iterdir())
 
 
 def test_atomic_write_bytes_failure_leaves_no_part(tmp_path: Path) -> None:
     target = tmp_path / "missing-folder" / "state.json"
     with pytest.raises(OSError):
         atomic_write_bytes(target, b"x")
-    assert not part_path(target).exists()
+    assert not target.parent.exists()
+
+
+def plant_link_to_victim(link: Path) -> Path:
+    """Make `link` (and its folder) point at a precious file outside, as an attacker on the share would."""
+    victim = link.parent.parent / "elsewhere" / "victim.bin"
+    victim.parent.mkdir()
+    victim.write_bytes(b"precious")
+    link.parent.mkdir(exist_ok=True)
+    symlink_or_skip(link, victim)
+    return victim
+
+
+def test_planted_part_symlink_is_not_written_through_by_atomic_write_bytes(tmp_path: Path) -> None:
+    victim = plant_link_to_victim(tmp_path / "failed" / "job.toml.error.txt.part")
+    note = tmp_path / "failed" / "job.toml.error.txt"
+    atomic_write_bytes(note, b"why it failed")
+    assert victim.read_bytes() == b"precious"
+    assert not note.is_symlink() and note.read_bytes() == b"why it failed"
+
+
+def test_symlinked_folder_inside_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    (root / "real").mkdir(parents=True)
+    symlink_or_skip(root / "alias", root / "real")
+    with pytest.raises(RequestError, match="symbolic link"):
+        safe_output_path(root, "alias/clip")
+
+
+def test_symlinked_final_name_inside_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    root.mkdir()
+    (root / "other.mp4").write_bytes(b"x")
+    symlink_or_skip(root / "clip.mp4", root / "other.mp4")
+    with pytest.raises(RequestError, match="symbolic link"):
+        safe_output_path(root, "clip")
+
+
+def test_250_character_output_name_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    with pytest.raises(RequestError, match=f"{MAX_OUTPUT_FILE_BYTES} bytes"):
+        safe_output_path(tmp_path, "x" * 250)
+
+
+def test_name_length_counts_bytes_not_characters(tmp_path: Path) -> None:
+    with pytest.raises(RequestError, match=f"{MAX_OUTPUT_FILE_BYTES} bytes"):
+        safe_output_path(tmp_path, "é" * 120)
+    fits = "é" * ((MAX_OUTPUT_FILE_BYTES - len(".mp4")) // 2)
+    assert safe_output_path(tmp_path, fits).name == fits + ".mp4"
+
+
+def test_long_nested_name_is_refused_before_touching_the_disk(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    with pytest.raises(RequestError, match="1024"):
+        safe_output_path(root, "a/" * 600 + "x")
+    assert not root.exists()
+
+
+def test_huge_name_is_not_echoed_back_whole(tmp_path: Path) -> None:
+    with pytest.raises(RequestError) as caught:
+        confined_path(tmp_path, "m" * 10_000)
+    assert len(str(caught.value)) < 300
+
+
+def test_name_with_a_lone_surrogate_is_a_request_error(tmp_path: Path) -> None:
+    with pytest.raises(RequestError, match="character"):
+        safe_output_path(tmp_path, "clip\udc80")
+
+
+def test_note_with_a_name_near_the_file_system_limit_is_written(tmp_path: Path) -> None:
+    target = tmp_path / ("n" * 252)
+    atomic_write_bytes(target, b"x")
+    assert target.read_bytes() == b"x"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from artifex_agent.local_cluster import LocalCluster
+from artifex_agent.transport import options
 
 TOKEN = "test-token-7d1f"
 
@@ -21,3 +24,16 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 def outputs(cluster: LocalCluster, agent: str = "post") -> Path:
     return cluster.workdir / "outputs" / agent
+
+
+@contextlib.asynccontextmanager
+async def serving(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> AsyncIterator[str]:
+    """An in-process server for `methods` of `service` (for what a child process cannot fake); yields its address."""
+    server = grpc.aio.server(options=options.SERVER_OPTIONS)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, methods)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)

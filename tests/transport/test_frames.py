@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import tracemalloc
+
 import numpy as np
 import pytest
 
-from artifex_agent.errors import StreamError
+from artifex_agent.errors import MalformedMessage, RequestError, StreamError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import frames, wire
 
@@ -119,3 +122,69 @@ def test_a_frame_of_the_wrong_size_is_rejected() -> None:
     rx.on_chunk(memoryview(bytes(100)))  # a short first frame...
     with pytest.raises(StreamError, match="frame 0 is larger"):
         rx.on_chunk(memoryview(bytes(144)))  # ...shows when the next frame's data overflows it
+
+
+def test_garbage_is_a_malformed_message_without_parser_internals() -> None:
+    for raw in (b"\x1a\xff\xff\xff", b"\x0a\x05ab", b"\xff\xff\xff\xff"):
+        with pytest.raises(MalformedMessage, match="^malformed message") as err:
+            wire.decode(raw, first_field="spec")
+        assert "DecodeError" not in str(err.value)
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.held = 0
+
+    def hold(self, nbytes: int) -> None:
+        self.held += nbytes
+
+
+def test_one_byte_of_a_huge_frame_holds_one_byte() -> None:
+    """Issue 10: the whole announced frame (99.5 MB here) was allocated on its first byte."""
+    budget = _Budget()
+    rx = frames.FrameReceiver(budget=budget)
+    rx.on_header(frames.rgb_header(7680, 4320, 1, 16.0))
+    tracemalloc.start()
+    try:
+        rx.on_chunk(memoryview(b"\x00"))
+        _, one = tracemalloc.get_traced_memory()
+        for _ in range(20_000):  # and tiny chunks cost what they carry, not an object each
+            rx.on_chunk(memoryview(b"\x00"))
+        _, many = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert one < 1 << 20 and many < 1 << 20 and budget.held == 20_001
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 100, 143])
+def test_frames_cut_into_chunks_are_charged_as_they_arrive(chunk_bytes: int) -> None:
+    clip = _clip(n=3)
+    budget = _Budget()
+    rx = frames.FrameReceiver(budget=budget)
+    got = []
+    for raw in _send(clip, chunk_bytes):
+        msg = wire.decode(raw, first_field="progress")
+        if msg.kind == "header":
+            rx.on_header(msg.header)
+        elif msg.kind == "chunk":
+            got += [frames.as_rgb(v, rx.header).copy() for v in rx.on_chunk(msg.payload)]
+            assert budget.held == rx.bytes
+        elif msg.kind == "trailer":
+            rx.on_trailer(msg.trailer)
+    assert np.array_equal(np.stack(got), clip) and budget.held == clip.nbytes
+
+
+def test_a_second_trailer_is_refused() -> None:
+    messages = _send(_clip(n=2))
+    with pytest.raises(StreamError, match="second trailer"):
+        _receive([*messages, messages[-1]])
+
+
+@pytest.mark.parametrize("fps", [math.nan, math.inf, -1.0, 1001.0])
+def test_header_fps_must_be_a_plain_rate(fps: float) -> None:
+    header = frames.rgb_header(4, 4, 1, 16.0)
+    header.fps = fps
+    with pytest.raises(RequestError, match="header fps"):
+        frames.check_header(header)
+    header.fps = 0.0  # unset: the spec or the default decides
+    frames.check_header(header)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -11,39 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artifex_agent.config import ClusterConfig, WatcherConfig
-from artifex_agent.launcher import ChildProcess, start_agent
-from artifex_agent.local_cluster import write_cluster_toml
+from artifex_agent.config import ClusterConfig
 from artifex_agent.watcher.names import Layout
-from tests.watcher.conftest import POLL_S, RecordingSubmitter, running, wait_for
+from tests.watcher.conftest import RecordingSubmitter, post_cluster, running, wait_for
 
 SIZE = 16
 
 
-@pytest.fixture(scope="module")
-def post_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterConfig, Path]]:
-    """One real agent that post-processes; the cluster config points at it."""
-    work = tmp_path_factory.mktemp("post-agent")
-    (work / "models").mkdir()
-    config = write_cluster_toml(work / "cluster.toml", {"post": {
-        "listen": "127.0.0.1:0", "roles": ["post"], "models_root": str(work / "models"),
-        "output_root": str(work / "outputs"), "torch_threads": 1}})
-    child: ChildProcess = start_agent(config, "post", work)
-    try:
-        cluster = ClusterConfig.load(config)
-        cluster.agent("post").address = f"127.0.0.1:{child.port}"
-        yield cluster, work / "outputs"
-    finally:
-        child.stop()
-
-
 @pytest.fixture
 def cluster(post_agent: tuple[ClusterConfig, Path], tmp_path: Path) -> ClusterConfig:
-    base, _ = post_agent
-    c = ClusterConfig(agents=base.agents, security=base.security)
-    c.watcher = WatcherConfig(root=tmp_path / "drop", ledger=tmp_path / "watcher.db", poll_interval_s=POLL_S,
-                              settle_s=0.2, owner="w1", output_subdir=f"drop-{tmp_path.name}")
-    return c
+    return post_cluster(post_agent, tmp_path)
 
 
 def _frames(folder: Path, n: int = 5, size: tuple[int, int] = (SIZE, SIZE), fmt: str = "png") -> Path:

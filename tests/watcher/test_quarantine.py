@@ -49,7 +49,8 @@ CASES: list[tuple[str, Maker, str]] = [
     ("notes.txt", _text("please render a fox"), "only .toml and .json"),
     ("a..b.toml", _text(job_text()), "contains '..'"),
     ("outside.toml", _link("/etc/hostname"), "points outside the shared folder"),
-    ("big.json", _text(json.dumps({"prompt": "x" * (1 << 20)})), "at most"),
+    ("big.json", _text(json.dumps({"prompt": "x" * (3 << 20)})), "at most"),
+    ("long.json", _text(json.dumps({"prompt": "x" * (1 << 20)})), "the limit is 8,192"),
     ("folder.toml", _folder, "it is a folder"),
 ]
 

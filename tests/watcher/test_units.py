@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from artifex_agent.errors import ConfigError
+from artifex_agent.lockfile import InstanceLock
 from artifex_agent.watcher import claim as claims
 from artifex_agent.watcher import names
-from artifex_agent.watcher.ledger import Ledger, LedgerLock, Record
+from artifex_agent.watcher.ledger import Ledger, Record
 from artifex_agent.watcher.names import Layout
 from artifex_agent.watcher.observer import (
     choose_mode,
@@ -160,8 +162,9 @@ def test_claim_names_round_trip_and_dead_owners_are_found_without_clocks(tmp_pat
 
 def test_ledger_survives_reopening_and_refuses_a_second_watcher(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
-    lock = LedgerLock(path)
-    assert lock.acquire() and not LedgerLock(path).acquire()
+    lock = InstanceLock(path, "watcher").acquire()
+    with pytest.raises(ConfigError, match=f"another watcher already uses {path} \\(pid {os.getpid()} on "):
+        InstanceLock(path, "watcher").acquire()
     ledger = Ledger(path)
     ledger.record(Record("k", "inbox/a.toml", "h", "job", "submitted", job_id="j1"))
     ledger.close()

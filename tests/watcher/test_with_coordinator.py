@@ -3,100 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from artifex_agent.client import JobsClient
-from artifex_agent.launcher import ChildProcess, wait_serving
-from artifex_agent.local_cluster import write_cluster_toml
-from artifex_agent.watcher.names import Layout
-from tests.watcher.conftest import job_text, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Rig:
-    """A coordinator process and the cluster file its watchers read; agents as the caller gives them."""
-
-    def __init__(self, work: Path, agents: dict[str, dict[str, Any]], **watcher: Any) -> None:
-        self.work = work
-        self.port = free_port()
-        self.root = work / "drop"
-        self.layout = Layout(self.root)
-        self.watcher = {"root": str(self.root), "poll_interval_s": 0.1, "settle_s": 0.2, "status_interval_s": 0.2,
-                        **watcher}
-        self.agents = agents
-        self.config = self.write("cluster.toml", owner="pc1", ledger=str(work / "pc1.db"))
-        self.coordinator: ChildProcess | None = None
-        self.watchers: list[ChildProcess] = []
-
-    def write(self, name: str, **watcher: Any) -> Path:
-        coordinator = {"listen": f"127.0.0.1:{self.port}", "database": str(self.work / "jobs.db"),
-                       "results_cache": str(self.work / "cache"), "batch_size": 1, "batch_timeout_s": 0.0,
-                       "health_interval_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 1.0}
-        return write_cluster_toml(self.work / name, self.agents, coordinator=coordinator,
-                                  watcher={**self.watcher, **watcher})
-
-    def start_coordinator(self) -> None:
-        self.coordinator = ChildProcess(["coordinator", "--config", str(self.config), "--port-file",
-                                         str(self.work / "coordinator.port"), "--grace", "1"],
-                                        self.work / "coordinator.log", self.work / "coordinator.port").start()
-        self.coordinator.wait_port()
-        import asyncio
-
-        asyncio.run(wait_serving(f"127.0.0.1:{self.port}", timeout=20))
-
-    def start_watcher(self, config: Path | None = None, log: str = "watch.log") -> ChildProcess:
-        child = ChildProcess(["watch", "--config", str(config or self.config)], self.work / log).start()
-        self.watchers.append(child)
-        wait_for(lambda: "watching " in child.log_tail(200) or child.proc.poll() is not None,  # type: ignore[union-attr]
-                 timeout=30, what="the watcher to start")
-        assert child.proc is not None and child.proc.poll() is None, child.log_tail()
-        return child
-
-    def client(self) -> JobsClient:
-        return JobsClient(f"127.0.0.1:{self.port}", timeout=20)
-
-    def stop(self) -> None:
-        for w in self.watchers:
-            w.stop()
-        if self.coordinator is not None:
-            self.coordinator.stop()
-
-    def stage(self, count: int, prefix: str = "job") -> Callable[[], None]:
-        """Write `count` job files beside the inbox; the returned call renames them all in at once."""
-        staging = self.work / "staging"
-        staging.mkdir(exist_ok=True)
-        self.layout.create()
-        for i in range(count):
-            (staging / f"{prefix}{i:03d}.toml").write_text(job_text(f"{prefix} {i}"))
-
-        def drop() -> None:
-            for i in range(count):
-                os.rename(staging / f"{prefix}{i:03d}.toml", self.layout.inbox / f"{prefix}{i:03d}.toml")
-        return drop
-
-    def accepted_ids(self) -> list[str]:
-        return [p.read_text().strip() for p in self.layout.accepted.glob("*.job")]
-
-
-@pytest.fixture
-def queue_only(tmp_path: Path) -> Iterator[Rig]:
-    """A coordinator whose one agent is not running: jobs are accepted and stay queued."""
-    rig = Rig(tmp_path, {"gpu": {"listen": f"127.0.0.1:{free_port()}"}})
-    rig.start_coordinator()
-    try:
-        yield rig
-    finally:
-        rig.stop()
+from artifex_agent.launcher import ChildProcess
+from tests.watcher.conftest import Rig, wait_for
 
 
 def _coordinator_jobs(rig: Rig) -> list[Any]:

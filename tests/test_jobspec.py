@@ -1,0 +1,114 @@
+"""JobSpec on its own: wrong types and oversized fields refused with the field named."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import pytest
+
+from artifex_agent.coordinator.messages import Job, job_to_pb, spec_to_pb
+from artifex_agent.errors import RequestError
+from artifex_agent.jobspec import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_NAME_BYTES,
+    MAX_PATH_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_PROMPTS,
+    MAX_TAG_KEY_CHARS,
+    MAX_TAG_VALUE_CHARS,
+    MAX_TAGS,
+    JobSpec,
+    check_idempotency_key,
+)
+from artifex_agent.transport.options import MAX_CONTROL_BYTES, MAX_MESSAGE_BYTES
+
+
+def test_a_number_in_tags_is_refused_naming_the_tag() -> None:
+    raw = tomllib.loads('prompt = "a fox"\n[tags]\nx = 1\n')
+    with pytest.raises(RequestError, match=r"tags\['x'\] must be a string; got int"):
+        JobSpec.from_dict(raw)
+    with pytest.raises(RequestError, match=r"tags\['x'\]"):
+        JobSpec(prompts=["a fox"], tags={"x": 1}).validate()  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"prompts": ["a", 3]}, "prompts[1] must be a string"),
+    ({"prompts": "a fox"}, "'prompts' must be a list of strings"),
+    ({"tags": "x=1"}, "'tags' must be a table of strings"),
+    ({"width": True}, "'width' must be an integer; got bool"),
+    ({"width": 1.5}, "'width' must be an integer; got float"),
+    ({"model": 7}, "'model' must be a string; got int"),
+    ({"output": ["a"]}, "'output' must be a string; got list"),
+    ({"guidance": "4"}, "'guidance' must be a number; got str"),
+    ({"guidance": float("nan")}, "finite"),
+    ({"fps": float("inf")}, "finite"),
+])
+def test_wrong_types_are_refused_naming_the_field(raw: dict[str, Any], words: str) -> None:
+    with pytest.raises(RequestError) as err:
+        JobSpec.from_dict({"prompts": ["a fox"], **raw})
+    assert words in str(err.value)
+
+
+def test_an_integer_is_accepted_where_a_number_is_expected() -> None:
+    spec = JobSpec.from_dict({"prompt": "a fox", "guidance": 5, "fps": 24})
+    assert (spec.guidance, spec.fps) == (5.0, 24.0) and isinstance(spec.guidance, float)
+
+
+def _biggest(char: str = "a") -> dict[str, Any]:
+    """Every field at its limit."""
+    name = char * (MAX_NAME_BYTES // len(char.encode()))
+    path = "/".join([name] * (MAX_PATH_CHARS // (len(name) + 1)))
+    return {"prompts": [char * MAX_PROMPT_CHARS] * MAX_PROMPTS, "negative": char * MAX_PROMPT_CHARS,
+            "model": "m" * MAX_NAME_BYTES, "preset": "p" * MAX_NAME_BYTES, "output": path, "image": path,
+            "upscale_model": path,
+            "tags": {f"{i:0{MAX_TAG_KEY_CHARS}d}": char * MAX_TAG_VALUE_CHARS for i in range(MAX_TAGS)}}
+
+
+def test_every_field_at_its_limit_is_accepted() -> None:
+    JobSpec.from_dict(_biggest())
+    JobSpec.from_dict(_biggest("日"))
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("prompts", ["a" * (MAX_PROMPT_CHARS + 1)], f"prompts[0] is 8,193 characters; the limit is {MAX_PROMPT_CHARS:,}"),
+    ("prompts", ["a"] * (MAX_PROMPTS + 1), f"at most {MAX_PROMPTS} prompts"),
+    ("negative", "a" * (MAX_PROMPT_CHARS + 1), "negative is 8,193 characters"),
+    ("model", "m" * (MAX_NAME_BYTES + 1), f"model is {MAX_NAME_BYTES + 1} characters"),
+    ("preset", "p" * (MAX_NAME_BYTES + 1), "preset is"),
+    ("output", "o" * (MAX_NAME_BYTES + 1), f"at most {MAX_NAME_BYTES}"),
+    ("output", "é" * (MAX_NAME_BYTES // 2 + 1), f"is {MAX_NAME_BYTES + 2} bytes"),
+    ("output", "a/" * (MAX_PATH_CHARS // 2 + 1), f"the limit is {MAX_PATH_CHARS}"),
+    ("output", "a\nb", "control characters"),
+    ("image", "i" * (MAX_NAME_BYTES + 1), "image:"),
+    ("upscale_model", "u" * (MAX_NAME_BYTES + 1), "upscale_model:"),
+    ("tags", {str(i): "v" for i in range(MAX_TAGS + 1)}, f"at most {MAX_TAGS} tags"),
+    ("tags", {"k" * (MAX_TAG_KEY_CHARS + 1): "v"}, f"the limit is {MAX_TAG_KEY_CHARS}"),
+    ("tags", {"x": "v" * (10 << 20)}, "tags['x'] is 10,485,760 characters; the limit is 1,024"),
+    ("prompts", ["\ud800 fox"], "not valid Unicode"),
+])
+def test_oversized_fields_are_refused_naming_the_field_and_limit(field: str, value: Any, words: str) -> None:
+    with pytest.raises(RequestError) as err:
+        JobSpec.from_dict({"prompts": ["a fox"], field: value})
+    assert words in str(err.value)
+
+
+def test_the_largest_legal_job_is_far_below_the_message_limit() -> None:
+    # 4-byte characters: the most bytes a legal spec can take on the wire.
+    spec = JobSpec.from_dict({**_biggest("🦊"), "model": "m" * MAX_NAME_BYTES})
+    job = Job("j" * 32, "failed", spec, outputs=["o" * 1024] * MAX_PROMPTS, sha256=["0" * 64] * MAX_PROMPTS)
+    size = job_to_pb(job).ByteSize()
+    assert spec_to_pb(spec).ByteSize() < 2 << 20
+    # A List page ends after the job that crosses 4 MiB: still far from the limit.
+    assert (4 << 20) + size < (MAX_MESSAGE_BYTES + MAX_CONTROL_BYTES) // 4
+
+
+def test_the_idempotency_key_is_bounded() -> None:
+    assert check_idempotency_key("k" * MAX_IDEMPOTENCY_KEY_CHARS)
+    with pytest.raises(RequestError, match="idempotency_key"):
+        check_idempotency_key("k" * (MAX_IDEMPOTENCY_KEY_CHARS + 1))
+
+
+def test_a_stored_spec_loads_even_if_the_limits_tightened_since() -> None:
+    too_big = JobSpec(prompts=["a fox"], tags={"x": "v" * 5000}).to_json()
+    assert JobSpec.from_stored(too_big).tags["x"] == "v" * 5000
