@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from artifex_agent.errors import ConfigError
+from artifex_agent.presets import Preset
+from artifex_agent.presets import builtin as presets_builtin
+from artifex_agent.presets import load as load_presets
 
 Stage = Literal["generate", "post"]
 STAGES: tuple[Stage, ...] = ("generate", "post")
@@ -55,6 +58,8 @@ class AgentConfig:
     vae_tiling: bool | str = "auto"
     # GiB this agent may plan with (0: the GPU's total under gpu_memory_fraction, less what others use).
     vram_budget_gib: float = 0.0
+    # MiB of LoRA weights kept resident between jobs (least recently used dropped first; 0: the engine's default).
+    lora_budget_mib: int = 0
     # torch intra-op threads; 0 leaves torch's default.
     torch_threads: int = 0
     # Upper bounds on what one request may ask for.
@@ -221,6 +226,8 @@ class ClusterConfig:
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     shares: SharesConfig = field(default_factory=SharesConfig)
+    # Generation presets: the built-in ones (artifex_agent/presets.toml) under the file's [presets.NAME].
+    presets: dict[str, Preset] = field(default_factory=presets_builtin)
     source: Path | None = None
 
     @classmethod
@@ -251,6 +258,7 @@ class ClusterConfig:
             coordinator=_build(CoordinatorConfig, raw.pop("coordinator", {}), "coordinator", base),
             watcher=_build(WatcherConfig, raw.pop("watcher", {}), "watcher", base),
             shares=_build(SharesConfig, raw.pop("shares", {}), "shares", base),
+            presets=load_presets(raw.pop("presets", {}), presets_builtin()),
         )
         if raw:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(raw))}")
@@ -275,6 +283,8 @@ class ClusterConfig:
                     raise ConfigError(f"agents.{a.name}: unknown stage {stage!r} (use {', '.join(STAGES)})")
             if not 0.0 <= a.gpu_memory_fraction <= 1.0:
                 raise ConfigError(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
+            if not isinstance(a.lora_budget_mib, int) or isinstance(a.lora_budget_mib, bool) or a.lora_budget_mib < 0:
+                raise ConfigError(f"agents.{a.name}: lora_budget_mib must be a whole number of MiB (0: the default)")
             _validate_stream_limits(a)
             _validate_placement(a)
             split_hostport(a.listen)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from artifex_agent.errors import RequestError
+from artifex_agent.lora_ref import LoraRef, check_loras, check_scheduler
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 CODECS = ("h264", "hevc", "h265", "av1", "vp9")
@@ -24,7 +25,7 @@ DECODE_ON = ("generate", "post")
 # Wan reads: its umT5 encoder keeps 512 tokens, about 2,000 characters of English.
 MAX_PROMPTS = 32  # one clip each
 MAX_PROMPT_CHARS = 8192  # each prompt, and the negative prompt
-# model, preset, and each folder or file name in output, image, upscale_model: NAME_MAX is
+# model, preset, encode_preset, scheduler, and each folder or file name in output, image, upscale_model: NAME_MAX is
 # 255 bytes, and an output name still gets suffixes (clip number, ".mp4", a temporary suffix).
 MAX_NAME_BYTES = 128
 MAX_PATH_CHARS = 512  # output, image, upscale_model as a whole
@@ -35,6 +36,9 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", list: "a list of strings",
                dict: "a table of strings"}
+# Fields a generation preset may set (artifex_agent/presets.py); a preset sets no others.
+PRESET_FIELDS = ("steps", "guidance", "guidance_2", "loras", "scheduler", "shift", "boundary_ratio")
+MAX_SHIFT = 100.0
 
 
 @dataclass
@@ -58,7 +62,7 @@ class JobSpec:
     upscale_model: str = ""
     codec: Literal["h264", "hevc", "h265", "av1", "vp9"] = "h264"
     crf: int = 18
-    preset: str = ""
+    encode_preset: str = ""
     encoder: Literal["auto", "software", "nvenc"] = "auto"
     # Output name under the post agent's output root (no "..", not absolute); empty: from the job id.
     output: str = ""
@@ -67,9 +71,35 @@ class JobSpec:
     split: Literal["none", "experts", "cfg", "auto"] = "none"
     decode_on: Literal["generate", "post"] = "generate"
     tags: dict[str, str] = field(default_factory=dict)
+    # LoRAs under the agents' models_root/loras/ (artifex_agent/lora_ref.py), NAME[:STRENGTH[:high|low|both]].
+    loras: list[LoraRef] = field(default_factory=list)
+    # "": the model's own scheduler; "unipc"; "euler" (flow-match Euler, for step-distilled LoRAs).
+    scheduler: str = ""
+    # The scheduler's flow shift and the two-expert switch point (0: the model's own).
+    shift: float = 0.0
+    boundary_ratio: float = 0.0
+    # A generation preset (artifex_agent/presets.py); the coordinator fills the fields left unset from it.
+    preset: str = ""
+    # The fields a client set (from_dict's keys); None: those that differ from their defaults. A
+    # preset fills only the others, so they travel unset (spec_to_pb) until the preset is resolved.
+    _given: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     # Fields that do not change the pixels of the output.
     _RUN_ONLY = ("priority", "split", "decode_on", "tags", "output")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loras, (list, tuple)):
+            self.loras = [_lora(item, i) for i, item in enumerate(self.loras)]
+
+    def given(self, name: str) -> bool:
+        """Whether the client set this field: named in from_dict's table, or else different from its default."""
+        if self._given is not None:
+            return name in self._given
+        return bool(getattr(self, name) != _DEFAULTS[name])
+
+    def with_fields(self, **changes: Any) -> JobSpec:
+        """A copy with `changes` applied, in which every field counts as given (a resolved preset)."""
+        return dataclasses.replace(self, **changes, _given=frozenset(_DEFAULTS))
 
     def validate(self) -> JobSpec:
         """Cheap checks any client can run; agents check model-specific limits again."""
@@ -86,8 +116,9 @@ class JobSpec:
                 raise RequestError(f"{name} must be an integer within {lo}..{hi}; got {value!r}")
         if self.frames % 4 != 1:
             raise RequestError(f"frames must be 4k+1 (e.g. 81); got {self.frames}")
-        if not all(math.isfinite(v) for v in (self.guidance, self.guidance_2, self.fps)):
-            raise RequestError("guidance, guidance_2 and fps must be finite numbers")
+        if not all(math.isfinite(v) for v in (self.guidance, self.guidance_2, self.fps, self.shift,
+                                              self.boundary_ratio)):
+            raise RequestError("guidance, guidance_2, fps, shift and boundary_ratio must be finite numbers")
         if self.guidance < 1.0 or (self.guidance_2 and self.guidance_2 < 1.0):
             raise RequestError("guidance must be at least 1.0")
         if not 1.0 <= self.fps <= 240.0:
@@ -98,6 +129,9 @@ class JobSpec:
         for name, choice, allowed in choices:
             if choice not in allowed:
                 raise RequestError(f"{name} {choice!r} is not one of {', '.join(allowed)}")
+        check_sampling(self.loras, self.scheduler, self.shift, self.boundary_ratio)
+        if self.preset and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.preset):
+            raise RequestError(f"preset name {self.preset!r} must be a plain name (letters, digits, . _ -)")
         if self.split == "cfg" and self.guidance <= 1.0:
             raise RequestError("split 'cfg' needs guidance > 1 (with guidance 1 there is no unconditional pass)")
         for name, text in (("output", self.output), ("image", self.image), ("upscale_model", self.upscale_model)):
@@ -114,6 +148,9 @@ class JobSpec:
                 setattr(self, name, float(value))
             elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
                 raise RequestError(f"field {name!r} must be {_TYPE_WORDS[want]}; got {type(value).__name__}")
+        for i, ref in enumerate(self.loras):
+            if not isinstance(ref, LoraRef):
+                raise RequestError(f"loras[{i}] must be NAME[:STRENGTH[:high|low|both]] or a table")
         for i, prompt in enumerate(self.prompts):
             if not isinstance(prompt, str):
                 raise RequestError(f"prompts[{i}] must be a string; got {type(prompt).__name__}")
@@ -131,7 +168,8 @@ class JobSpec:
             _check_text(f"prompts[{i}]", prompt, MAX_PROMPT_CHARS)
         _check_text("negative", self.negative, MAX_PROMPT_CHARS)
         _check_text("model", self.model, MAX_NAME_BYTES)
-        _check_text("preset", self.preset, MAX_NAME_BYTES)
+        for name in ("preset", "encode_preset", "scheduler"):
+            _check_text(name, getattr(self, name), MAX_NAME_BYTES)
         for name in ("output", "image", "upscale_model"):
             text = getattr(self, name)
             _check_text(name, text, MAX_PATH_CHARS)
@@ -168,10 +206,15 @@ class JobSpec:
             raise RequestError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
         if "prompts" not in raw:
             raise RequestError("missing field 'prompt' (or 'prompts')")
-        return cls(**raw).validate()
+        if isinstance(raw.get("loras"), (str, dict)):
+            raise RequestError("loras must be a list: loras = [\"NAME:STRENGTH:high\", ...]")
+        return cls(**raw, _given=frozenset(raw)).validate()
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
+        """Plain values (LoRAs as NAME:STRENGTH:EXPERT strings), as JSON and TOML write them."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
+        out["loras"] = [str(ref) for ref in self.loras]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -186,7 +229,11 @@ class JobSpec:
     @classmethod
     def from_stored(cls, text: str) -> JobSpec:
         """A spec the coordinator stored itself: not checked again, since limits may have tightened since."""
-        return cls(**json.loads(text))
+        raw = json.loads(text)
+        if "encode_preset" not in raw:
+            # Stored before generation presets: `preset` was the encoder's.
+            raw["encode_preset"] = raw.pop("preset", "")
+        return cls(**raw)
 
     def content_key(self) -> str:
         """sha256 of everything that determines the output's pixels and encoding (the results cache key)."""
@@ -194,9 +241,10 @@ class JobSpec:
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def batch_key(self) -> tuple[Any, ...]:
-        """Jobs with the same key can share one pipeline call (same model, size, frames, steps, guidance)."""
+        """Jobs with the same key can share one pipeline call (same model, size, frames, steps, guidance, LoRAs...)."""
         return (self.model, self.width, self.height, self.frames, self.steps, self.guidance, self.guidance_2,
-                self.negative, self.image)
+                self.negative, self.image, tuple(str(ref) for ref in self.loras), self.scheduler, self.shift,
+                self.boundary_ratio, self.preset)
 
     def generate_request(self, *, job_id: str = "", prompts: list[str] | None = None,
                          output: pb.PayloadKind = pb.PAYLOAD_KIND_RGB24) -> pb.GenerateRequest:
@@ -204,16 +252,60 @@ class JobSpec:
             model=self.model, task=pb.TASK_I2V if self.image else pb.TASK_T2V, prompts=prompts or self.prompts,
             negative_prompt=self.negative, width=self.width, height=self.height, num_frames=self.frames,
             steps=self.steps, guidance_scale=self.guidance, guidance_scale_2=self.guidance_2, seed=self.seed,
-            fps=self.fps, image_path=self.image, output=output, job_id=job_id)
+            fps=self.fps, image_path=self.image, output=output, job_id=job_id, loras=lora_refs_to_pb(self.loras),
+            scheduler=self.scheduler, shift=self.shift or None, boundary_ratio=self.boundary_ratio or None)
 
     def post_spec(self, output_name: str, *, job_id: str = "", split_clips: bool | None = None) -> pb.PostSpec:
         return pb.PostSpec(output_name=output_name, upscale=self.upscale, upscale_model=self.upscale_model,
-                           codec=self.codec, crf=self.crf, preset=self.preset, fps=self.fps, encoder=self.encoder,
-                           encode=True, job_id=job_id,
+                           codec=self.codec, crf=self.crf, preset=self.encode_preset, fps=self.fps,
+                           encoder=self.encoder, encode=True, job_id=job_id,
                            split_clips=len(self.prompts) > 1 if split_clips is None else split_clips)
 
 
+_DEFAULTS: dict[str, Any] = {f.name: getattr(JobSpec(prompts=[""]), f.name)
+                             for f in dataclasses.fields(JobSpec) if not f.name.startswith("_")}
 _TYPES: dict[str, type] = {name: type(value) for name, value in JobSpec(prompts=[""]).to_dict().items()}
+
+
+def check_sampling(loras: list[LoraRef] | tuple[LoraRef, ...], scheduler: str, shift: float,
+                   boundary_ratio: float) -> None:
+    """LoRAs, scheduler, shift and expert boundary as a job or a GenerateRequest carries them (0: the model's own)."""
+    check_loras(loras)
+    check_scheduler(scheduler)
+    if not math.isfinite(shift) or (shift and not 0.0 < shift <= MAX_SHIFT):
+        raise RequestError(f"shift must be within 0..{MAX_SHIFT:g} (0: the model's own); got {shift}")
+    if not math.isfinite(boundary_ratio) or (boundary_ratio and not 0.0 < boundary_ratio < 1.0):
+        raise RequestError(f"boundary_ratio must be between 0 and 1 (0: the model's own); got {boundary_ratio}")
+
+
+def lora_refs_to_pb(loras: list[LoraRef] | tuple[LoraRef, ...]) -> list[pb.LoraRef]:
+    return [pb.LoraRef(name=ref.name, strength=ref.strength, expert=ref.expert) for ref in loras]
+
+
+def lora_refs_from_pb(msgs: Any) -> list[LoraRef]:
+    """Wire LoRA references as LoraRefs (an empty expert means both); not validated here."""
+    return [LoraRef(m.name, m.strength, m.expert or "both") for m in msgs]
+
+
+def _lora(item: Any, i: int) -> LoraRef:
+    """A LoRA as a job file or the wire writes it: "NAME[:STRENGTH[:EXPERT]]", a table, or a LoraRef."""
+    if isinstance(item, LoraRef):
+        return item
+    if isinstance(item, str):
+        return LoraRef.parse(item)
+    if isinstance(item, dict):
+        unknown = sorted(set(item) - {"name", "strength", "expert"})
+        if unknown or not isinstance(item.get("name"), str):
+            raise RequestError(f"loras[{i}]: a table takes name (required), strength, expert; "
+                               f"got {', '.join(map(str, item)) or 'nothing'}")
+        strength = item.get("strength", 1.0)
+        if not isinstance(strength, (int, float)) or isinstance(strength, bool):
+            raise RequestError(f"loras[{i}]: strength must be a number")
+        expert = item.get("expert", "both")
+        ref = LoraRef(item["name"], float(strength), expert)
+        ref.validate()
+        return ref
+    raise RequestError(f"loras[{i}] must be NAME[:STRENGTH[:high|low|both]] or a table; got {type(item).__name__}")
 
 
 def _check_text(name: str, text: str, limit: int) -> None:

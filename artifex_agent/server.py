@@ -99,7 +99,8 @@ class Agent:
             weight_storage=cfg.weight_storage, attention=cfg.attention, vae_tiling=cfg.vae_tiling,
             memory_fraction=cfg.gpu_memory_fraction, vram_budget_gib=cfg.vram_budget_gib,
             misses_file=default_home() / "memplan-misses.jsonl", max_width=cfg.max_width,
-            max_height=cfg.max_height, max_frames=cfg.max_frames, max_batch=cfg.max_batch)
+            max_height=cfg.max_height, max_frames=cfg.max_frames, max_batch=cfg.max_batch,
+            **({"lora_budget_bytes": cfg.lora_budget_mib << 20} if cfg.lora_budget_mib > 0 else {}))
         chunk = self.cluster.network.chunk_bytes
         # One budget for every stream on this agent, whatever connection it came on.
         admission = Admission(Limits.of(cfg))

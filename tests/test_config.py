@@ -85,3 +85,13 @@ def test_token_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.Mon
     assert cfg.security.resolved_token() == "from-file"
     monkeypatch.setenv("ARTIFEX_TOKEN", "from-env")
     assert cfg.security.resolved_token() == "from-env"
+
+
+def test_lora_budget_is_a_whole_number_of_mib() -> None:
+    cfg = ClusterConfig.from_dict({"agents": {"pc1": {"lora_budget_mib": 2048}}})
+    assert cfg.agent("pc1").lora_budget_mib == 2048
+    for bad in (-1, 1.5):
+        with pytest.raises(ConfigError, match="lora_budget_mib"):
+            ClusterConfig.from_dict({"agents": {"pc1": {"lora_budget_mib": bad}}})
+    with pytest.raises(ConfigError, match=r"\[presets.fast\] unknown key"):
+        ClusterConfig.from_dict({"presets": {"fast": {"stepz": 4}}})

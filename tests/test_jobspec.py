@@ -21,6 +21,7 @@ from artifex_agent.jobspec import (
     JobSpec,
     check_idempotency_key,
 )
+from artifex_agent.lora_ref import MAX_LORAS, LoraRef
 from artifex_agent.transport.options import MAX_CONTROL_BYTES, MAX_MESSAGE_BYTES
 
 
@@ -60,8 +61,9 @@ def _biggest(char: str = "a") -> dict[str, Any]:
     name = char * (MAX_NAME_BYTES // len(char.encode()))
     path = "/".join([name] * (MAX_PATH_CHARS // (len(name) + 1)))
     return {"prompts": [char * MAX_PROMPT_CHARS] * MAX_PROMPTS, "negative": char * MAX_PROMPT_CHARS,
-            "model": "m" * MAX_NAME_BYTES, "preset": "p" * MAX_NAME_BYTES, "output": path, "image": path,
-            "upscale_model": path,
+            "model": "m" * MAX_NAME_BYTES, "encode_preset": "p" * MAX_NAME_BYTES, "output": path, "image": path,
+            "upscale_model": path, "preset": "p" * MAX_NAME_BYTES,
+            "loras": [f"{i}{char * (190 // len(char.encode()))}:-4:high" for i in range(MAX_LORAS)],
             "tags": {f"{i:0{MAX_TAG_KEY_CHARS}d}": char * MAX_TAG_VALUE_CHARS for i in range(MAX_TAGS)}}
 
 
@@ -75,7 +77,7 @@ def test_every_field_at_its_limit_is_accepted() -> None:
     ("prompts", ["a"] * (MAX_PROMPTS + 1), f"at most {MAX_PROMPTS} prompts"),
     ("negative", "a" * (MAX_PROMPT_CHARS + 1), "negative is 8,193 characters"),
     ("model", "m" * (MAX_NAME_BYTES + 1), f"model is {MAX_NAME_BYTES + 1} characters"),
-    ("preset", "p" * (MAX_NAME_BYTES + 1), "preset is"),
+    ("encode_preset", "p" * (MAX_NAME_BYTES + 1), "encode_preset is"),
     ("output", "o" * (MAX_NAME_BYTES + 1), f"at most {MAX_NAME_BYTES}"),
     ("output", "é" * (MAX_NAME_BYTES // 2 + 1), f"is {MAX_NAME_BYTES + 2} bytes"),
     ("output", "a/" * (MAX_PATH_CHARS // 2 + 1), f"the limit is {MAX_PATH_CHARS}"),
@@ -112,3 +114,59 @@ def test_the_idempotency_key_is_bounded() -> None:
 def test_a_stored_spec_loads_even_if_the_limits_tightened_since() -> None:
     too_big = JobSpec(prompts=["a fox"], tags={"x": "v" * 5000}).to_json()
     assert JobSpec.from_stored(too_big).tags["x"] == "v" * 5000
+
+
+def test_loras_in_a_job_file_as_strings_or_tables() -> None:
+    raw = tomllib.loads('prompt = "a fox"\nloras = ["ink:0.8:high", "motion", '
+                        '{name = "grain", strength = -0.5, expert = "low"}]\nscheduler = "euler"\nshift = 5\n'
+                        'boundary_ratio = 0.9\n')
+    spec = JobSpec.from_dict(raw)
+    assert spec.loras == [LoraRef("ink", 0.8, "high"), LoraRef("motion"), LoraRef("grain", -0.5, "low")]
+    assert (spec.scheduler, spec.shift, spec.boundary_ratio) == ("euler", 5.0, 0.9)
+    assert spec.to_dict()["loras"] == ["ink:0.8:high", "motion:1:both", "grain:-0.5:low"]
+    assert JobSpec.from_json(spec.to_json()) == spec == JobSpec.from_stored(spec.to_json())
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"loras": "ink"}, "loras must be a list"),
+    ({"loras": [3]}, "loras[0] must be"),
+    ({"loras": ["ink:strong"]}, "is not a number"),
+    ({"loras": ["ink:5"]}, "outside -4.0..4.0"),
+    ({"loras": ["ink:1:middle"]}, "expert 'middle'"),
+    ({"loras": ["../ink"]}, "without folders"),
+    ({"loras": [{"name": "ink", "weight": 1}]}, "a table takes name"),
+    ({"loras": ["ink:1:high", "ink:0.5"]}, "named twice for the high-noise expert"),
+    ({"loras": [f"l{i}" for i in range(MAX_LORAS + 1)]}, f"at most {MAX_LORAS}"),
+    ({"scheduler": "ddim"}, "scheduler 'ddim'"),
+    ({"shift": -1.0}, "shift must be within"),
+    ({"shift": float("nan")}, "finite"),
+    ({"boundary_ratio": 1.0}, "boundary_ratio must be between 0 and 1"),
+    ({"preset": "fast preset"}, "preset name"),
+])
+def test_bad_loras_and_sampling_fields_are_refused(fields: dict[str, Any], words: str) -> None:
+    with pytest.raises(RequestError) as err:
+        JobSpec.from_dict({"prompt": "a fox", **fields})
+    assert words in str(err.value)
+
+
+def test_loras_scheduler_shift_boundary_and_preset_are_part_of_the_cache_and_batch_keys() -> None:
+    base = JobSpec(prompts=["a fox"])
+    for change in ({"loras": [LoraRef("ink")]}, {"loras": [LoraRef("ink", 0.5)]}, {"loras": [LoraRef("ink", 1, "low")]},
+                   {"scheduler": "euler"}, {"shift": 5.0}, {"boundary_ratio": 0.9}, {"preset": "fast"}):
+        other = JobSpec(prompts=["a fox"], **change)  # type: ignore[arg-type]
+        assert other.content_key() != base.content_key(), change
+        assert other.batch_key() != base.batch_key(), change
+
+
+def test_the_generate_request_carries_loras_scheduler_shift_and_boundary() -> None:
+    spec = JobSpec.from_dict({"prompt": "a fox", "loras": ["ink:0.5:low"], "scheduler": "euler", "shift": 5})
+    req = spec.generate_request()
+    assert [(r.name, r.strength, r.expert) for r in req.loras] == [("ink", 0.5, "low")]
+    assert req.scheduler == "euler" and req.shift == 5.0 and not req.HasField("boundary_ratio")
+
+
+def test_a_stored_spec_from_before_presets_keeps_its_encoder_preset() -> None:
+    old = '{"prompts": ["a fox"], "preset": "slow", "codec": "h264"}'
+    spec = JobSpec.from_stored(old)
+    assert (spec.encode_preset, spec.preset) == ("slow", "")
+    assert spec.post_spec("out").preset == "slow"

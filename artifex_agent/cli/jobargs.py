@@ -6,9 +6,12 @@ import argparse
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from artifex_agent.cli.options import env
 from artifex_agent.errors import RequestError
+from artifex_agent.jobspec import PRESET_FIELDS, JobSpec
+from artifex_agent.lora_ref import SCHEDULERS, LoraRef
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 
@@ -25,10 +28,23 @@ def add_job_arguments(p: argparse.ArgumentParser, *, model_default: str = "wan2.
     p.add_argument("--model", default=env("--model", model_default), help="model folder name under models_root")
     p.add_argument("--size", default=env("--size", "1280x720"), type=parse_size, help="WIDTHxHEIGHT")
     p.add_argument("--frames", default=env("--frames", 81), type=int, help="frames (4k+1, e.g. 81)")
-    p.add_argument("--steps", default=env("--steps", 40), type=int, help="denoising steps")
-    p.add_argument("--guidance", default=env("--guidance", 4.0), type=float, help="classifier-free guidance scale")
-    p.add_argument("--guidance-2", default=env("--guidance-2", 0.0), type=float,
+    # No defaults here for what a preset may set: an unset flag leaves the field to the preset (or JobSpec).
+    p.add_argument("--preset", default=env("--preset"),
+                   help="generation preset from the cluster file or the built-ins: fast (4 steps with the "
+                        "Lightning LoRAs), quality (the model's defaults); flags given here win over it")
+    p.add_argument("--steps", default=env("--steps"), type=int, help="denoising steps (default 40)")
+    p.add_argument("--guidance", default=env("--guidance"), type=float,
+                   help="classifier-free guidance scale (default 4.0)")
+    p.add_argument("--guidance-2", default=env("--guidance-2"), type=float,
                    help="guidance of the low-noise expert (0: same)")
+    p.add_argument("--lora", dest="loras", action="append", type=_lora, metavar="NAME[:STRENGTH[:high|low|both]]",
+                   help="a LoRA under models_root/loras/ (repeatable); high/low: only that expert")
+    p.add_argument("--scheduler", default=env("--scheduler"), choices=[s for s in SCHEDULERS if s],
+                   help="unipc, or euler (flow-match Euler, for step-distilled LoRAs); default: the model's own")
+    p.add_argument("--shift", default=env("--shift"), type=float,
+                   help="the scheduler's flow shift (default: the model's)")
+    p.add_argument("--boundary", dest="boundary_ratio", default=env("--boundary"), type=float,
+                   help="where the low-noise expert takes over, as a fraction of the timesteps (default: the model's)")
     p.add_argument("--negative", default=env("--negative", ""), help="negative prompt")
     p.add_argument("--seed", default=env("--seed", -1), type=int, help="seed (-1: from the clock)")
     p.add_argument("--fps", default=env("--fps", 16.0), type=float, help="frames per second of the output")
@@ -38,31 +54,47 @@ def add_job_arguments(p: argparse.ArgumentParser, *, model_default: str = "wan2.
                    help="upscale model file under models_root/upscale (default: plain resampler)")
     p.add_argument("--codec", default=env("--codec", "h264"), choices=["h264", "hevc", "h265", "av1", "vp9"])
     p.add_argument("--crf", default=env("--crf", 18), type=int)
-    p.add_argument("--preset", default=env("--preset", ""))
+    p.add_argument("--encode-preset", default=env("--encode-preset", ""),
+                   help="the encoder's preset (x264 medium, slow...; NVENC p1..p7); was --preset")
     p.add_argument("--encoder", default=env("--encoder", "auto"), choices=["auto", "software", "nvenc"])
     p.add_argument("--output", default=env("--output", ""), help="output name under the post agent's output_root")
 
 
-def to_messages(args: argparse.Namespace) -> tuple[pb.GenerateRequest, pb.PostSpec]:
-    """The GenerateRequest and PostSpec that the flags describe."""
+def _lora(text: str) -> LoraRef:
+    try:
+        return LoraRef.parse(text)
+    except RequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The JobSpec fields the flags set (for JobSpec.from_dict); those a preset may set only when given."""
     width, height = args.size
-    image = b""
-    if args.image is not None:
+    raw: dict[str, Any] = {
+        "prompts": list(args.prompts), "model": args.model, "width": width, "height": height, "frames": args.frames,
+        "negative": args.negative, "seed": args.seed if args.seed >= 0 else int(time.time()) & 0x7FFFFFFF,
+        "fps": args.fps, "upscale": args.upscale, "upscale_model": args.upscale_model, "codec": args.codec,
+        "crf": args.crf, "encode_preset": args.encode_preset, "encoder": args.encoder, "output": args.output}
+    if args.preset:
+        raw["preset"] = args.preset
+    for name in PRESET_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            raw[name] = value
+    return raw
+
+
+def to_messages(spec: JobSpec, image: Path | None = None) -> tuple[pb.GenerateRequest, pb.PostSpec]:
+    """The GenerateRequest and PostSpec of a (resolved) spec, with the i2v image's bytes sent along."""
+    request = spec.generate_request()
+    if image is not None:
         try:
-            image = Path(args.image).read_bytes()
+            request.image = Path(image).read_bytes()
         except OSError as exc:
-            raise RequestError(f"cannot read image {args.image}: {exc.strerror}") from None
-    seed = args.seed if args.seed >= 0 else int(time.time()) & 0x7FFFFFFF
-    request = pb.GenerateRequest(
-        model=args.model, task=pb.TASK_I2V if image else pb.TASK_T2V, prompts=args.prompts,
-        negative_prompt=args.negative, width=width, height=height, num_frames=args.frames, steps=args.steps,
-        guidance_scale=args.guidance, guidance_scale_2=args.guidance_2, seed=seed, fps=args.fps, image=image,
-        output=pb.PAYLOAD_KIND_RGB24)
-    name = args.output or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(args.prompts[0])}"
-    spec = pb.PostSpec(output_name=name, upscale=args.upscale, upscale_model=args.upscale_model, codec=args.codec,
-                       crf=args.crf, preset=args.preset, fps=args.fps, encoder=args.encoder, encode=True,
-                       split_clips=len(args.prompts) > 1)
-    return request, spec
+            raise RequestError(f"cannot read image {image}: {exc.strerror}") from None
+        request.task, request.image_path = pb.TASK_I2V, ""
+    name = spec.output or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(spec.prompts[0])}"
+    return request, spec.post_spec(name)
 
 
 def _slug(text: str) -> str:

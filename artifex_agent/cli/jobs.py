@@ -96,6 +96,9 @@ def print_job(job: Job) -> None:
     print(f"  prompt: {' | '.join(job.spec.prompts)}")
     print(f"  model {job.spec.model} {job.spec.width}x{job.spec.height} {job.spec.frames} frames "
           f"{job.spec.steps} steps, upscale {job.spec.upscale}, {job.spec.codec}")
+    if job.spec.loras or job.spec.preset or job.spec.scheduler:
+        print(f"  preset {job.spec.preset or '-'}, scheduler {job.spec.scheduler or 'model'}, "
+              f"LoRAs {', '.join(map(str, job.spec.loras)) or 'none'}")
     if job.agent:
         print(f"  agents: generate {job.agent}, post {job.post_agent}; attempts {job.attempts}")
     print(f"  created {_time(job.created)}  started {_time(job.started)}  finished {_time(job.finished)}")

@@ -1,8 +1,9 @@
-"""`artifex-agent models`: list model folders (format, size on disk, VRAM), print a memory plan, build the tiny one."""
+"""`artifex-agent models`: list models (format, size, VRAM) and LoRAs, print a memory plan, build the tiny one."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--plan", action="store_true",
                    help="print the memory plan (peak VRAM per placement, the one `auto` picks) for a job")
     p.add_argument("--model", help="with --plan: only this model")
+    p.add_argument("--json", action="store_true", help="print the models and LoRAs as JSON")
     p.add_argument("--size", default="1280x720", help="with --plan: WIDTHxHEIGHT (default 1280x720)")
     p.add_argument("--frames", type=int, default=81, help="with --plan: frames (default 81)")
     p.add_argument("--guidance", type=float, default=3.5, help="with --plan: guidance scale (>1: CFG)")
@@ -41,21 +43,51 @@ def run(args: argparse.Namespace) -> int:
         path = build_tiny_checkpoint(args.build_tiny, variant=args.variant)
         print(f"wrote {path}")
         return 0
+    from artifex_agent.engines.lora import list_loras
     from artifex_agent.engines.models import list_models
 
     cfg = ClusterConfig.load(args.config).agent(args.name)
     entries = list_models(cfg.models_root)
+    loras = [] if args.model else list_loras(cfg.models_root)
     if args.model:
         entries = [e for e in entries if e.name == args.model]
         if not entries:
             raise ConfigError(f"no model {args.model!r} under {cfg.models_root}")
+    if args.json and not args.plan:
+        print(json.dumps({"models": [_model_json(m) for m in entries], "loras": [_lora_json(i) for i in loras]},
+                         indent=2))
+        return 0 if entries else 1
     if not entries:
         print(f"no models under {cfg.models_root}")
         return 1
     if args.plan:
         return _print_plans(args, cfg, [e for e in entries if e.kind != "upscale"])
     _print_list(entries)
+    if loras:
+        _print_loras(loras)
     return 0
+
+
+def _model_json(m: Any) -> dict[str, Any]:
+    fmt, disk, vram = _describe(m) if m.complete else ("", "", "")
+    return {"name": m.name, "kind": m.kind, "two_experts": bool(getattr(m, "two_experts", False)),
+            "format": fmt, "on_disk": disk, "vram_1280x720x81": vram, "complete": m.complete,
+            "problem": m.problem or ""}
+
+
+def _lora_json(info: Any) -> dict[str, Any]:
+    return {"name": info.name, "family": info.family, "format": info.format, "rank": info.rank,
+            "inner_dim": info.inner_dim, "size_bytes": info.size}
+
+
+def _print_loras(loras: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("LoRA", "family", "format", "rank", "size", box=None)
+    for info in loras:
+        table.add_row(info.name, info.family, info.format, str(info.rank or "?"), f"{info.size / 2**20:.1f} MiB")
+    Console(width=200).print(table)
 
 
 def _print_list(entries: list[Any]) -> None:

@@ -10,16 +10,16 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from artifex_agent.cli.jobargs import add_job_arguments, to_messages
+from artifex_agent.cli.jobargs import add_job_arguments, job_fields, to_messages
 from artifex_agent.cli.options import add_config, env
 from artifex_agent.cli.progress import StageProgress
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ExitCode, RequestError
 from artifex_agent.jobspec import JobSpec
+from artifex_agent.presets import resolve
 from artifex_agent.relay import RelayResult, generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
 
@@ -54,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     cluster = ClusterConfig.load(args.config)
     gen_cfg = cluster.agent(args.generate_on) if args.generate_on else cluster.agents[0]
     post_cfg = cluster.agent(args.post_on) if args.post_on else cluster.agents[-1]
-    request, spec = to_messages(args)
+    # No coordinator to resolve the preset: resolve it here, from the same cluster file.
+    job = resolve(JobSpec.from_dict(job_fields(args)), cluster.presets,
+                  task="i2v" if args.image is not None else "t2v")
+    request, spec = to_messages(job, args.image)
     if args.split != "none" or args.decode_on == "post":
         from artifex_agent.split.direct import run_split_direct
 
@@ -67,15 +70,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def spec_from_args(args: argparse.Namespace, cluster: ClusterConfig) -> JobSpec:
-    """The JobSpec the flags describe (an i2v image must lie in an agent's inputs folder)."""
-    width, height = args.size
-    seed = args.seed if args.seed >= 0 else int(time.time()) & 0x7FFFFFFF
-    return JobSpec(prompts=list(args.prompts), model=args.model, width=width, height=height, frames=args.frames,
-                   steps=args.steps, guidance=args.guidance, guidance_2=args.guidance_2, negative=args.negative,
-                   seed=seed, fps=args.fps, image=_image_name(args.image, cluster), upscale=args.upscale,
-                   upscale_model=args.upscale_model, codec=args.codec, crf=args.crf, preset=args.preset,
-                   encoder=args.encoder, output=args.output, priority=args.priority, split=args.split,
-                   decode_on=args.decode_on).validate()
+    """The JobSpec the flags describe (an i2v image must lie in an agent's inputs folder).
+
+    Its preset is left unresolved: the coordinator resolves it from its cluster file.
+    """
+    return JobSpec.from_dict({**job_fields(args), "image": _image_name(args.image, cluster), "priority": args.priority,
+                              "split": args.split, "decode_on": args.decode_on})
 
 
 def _image_name(image: Path | None, cluster: ClusterConfig) -> str:

@@ -11,6 +11,8 @@ from artifex_agent.coordinator.messages import TERMINAL, Job, JobEvent
 from artifex_agent.coordinator.scheduler import Scheduler, new_id
 from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
 from artifex_agent.jobspec import JobSpec, check_idempotency_key
+from artifex_agent.presets import Preset, resolve
+from artifex_agent.presets import builtin as builtin_presets
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +26,9 @@ MAX_PAGE_BYTES = 4 << 20
 class JobQueue:
     """The Jobs service's operations over the scheduler and the store."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, presets: dict[str, Preset] | None = None) -> None:
         self.s = scheduler
+        self.presets = builtin_presets() if presets is None else presets
 
     def check(self, spec: JobSpec) -> None:
         """Refuse what no agent can run, beyond JobSpec's own checks (RequestError)."""
@@ -39,8 +42,11 @@ class JobQueue:
             raise RequestError(f"model {spec.model!r} is on no agent (they have: {', '.join(have) or 'nothing'})")
 
     async def submit(self, spec: JobSpec, idempotency_key: str = "") -> tuple[Job, bool]:
-        """Store a job (or find the one with this key); returns (job, existed)."""
-        spec.validate()
+        """Store a job (or find the one with this key); returns (job, existed).
+
+        A preset is resolved here, so the store keeps the values the job runs with (and the preset's name).
+        """
+        spec = resolve(spec, self.presets)
         self.check(spec)
         check_idempotency_key(idempotency_key)
         now = time.time()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from artifex_agent.errors import RequestError
-from artifex_agent.jobspec import JobSpec
+from artifex_agent.jobspec import JobSpec, lora_refs_from_pb, lora_refs_to_pb
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -18,9 +18,9 @@ _STATE_TO_PB: dict[str, jpb.JobState] = {
     "failed": jpb.JOB_STATE_FAILED, "cancelled": jpb.JOB_STATE_CANCELLED,
 }
 _STATE_FROM_PB: dict[int, str] = {v: k for k, v in _STATE_TO_PB.items()}
-# JobSpec fields that travel as proto scalars (prompts and tags are repeated/map fields).
+# JobSpec fields that travel as proto scalars (prompts, tags and loras are repeated/map fields).
 _SCALARS = tuple(f.name for f in dataclasses.fields(JobSpec)
-                 if not f.name.startswith("_") and f.name not in ("prompts", "tags"))
+                 if not f.name.startswith("_") and f.name not in ("prompts", "tags", "loras"))
 
 
 @dataclass
@@ -86,11 +86,16 @@ def state_from_pb(value: int) -> JobState:
 
 
 def spec_to_pb(spec: JobSpec) -> jpb.JobSpec:
-    """Every field set explicitly, so the receiver never falls back to a different default."""
-    msg = jpb.JobSpec(prompts=list(spec.prompts), tags=dict(spec.tags))
+    """Every field set explicitly, so the receiver never falls back to a different default.
+
+    Except with an unresolved preset: then only the fields the client gave travel, and the
+    coordinator fills the others from the preset.
+    """
+    msg = jpb.JobSpec(prompts=list(spec.prompts), tags=dict(spec.tags), loras=lora_refs_to_pb(spec.loras))
     try:
         for name in _SCALARS:
-            setattr(msg, name, getattr(spec, name))
+            if not spec.preset or spec.given(name):
+                setattr(msg, name, getattr(spec, name))
     except (ValueError, TypeError) as exc:
         raise RequestError(f"job field {name!r} cannot be sent: {exc}") from None
     return msg
@@ -101,6 +106,8 @@ def spec_from_pb(msg: jpb.JobSpec) -> JobSpec:
     raw: dict[str, object] = {"prompts": list(msg.prompts)}
     if msg.tags:
         raw["tags"] = dict(msg.tags)
+    if msg.loras:
+        raw["loras"] = lora_refs_from_pb(msg.loras)
     for name in _SCALARS:
         if msg.HasField(name):
             raw[name] = getattr(msg, name)

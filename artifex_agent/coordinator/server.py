@@ -83,7 +83,7 @@ class Coordinator:
         scheduler = Scheduler(self.cluster, store, EventBus(), ResultsCache(cfg.results_cache))
         interceptors = [TokenInterceptor(token, "coordinator")] if token else []
         server = grpc.aio.server(interceptors=interceptors, options=options.SERVER_OPTIONS)
-        jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(JobQueue(scheduler)), server)
+        jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(JobQueue(scheduler, self.cluster.presets)), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         server.add_generic_rpc_handlers([UnknownMethods("coordinator")])
         creds = server_credentials(security)

@@ -18,8 +18,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from artifex_agent.engines import lora, schedulers, weights
 from artifex_agent.engines import placement as placing
-from artifex_agent.engines import weights
 from artifex_agent.engines.gpu import (
     apply_memory_fraction,
     configure_allocator,
@@ -33,6 +33,7 @@ from artifex_agent.engines.placement import Placement
 from artifex_agent.engines.prompts import PromptEncoder
 from artifex_agent.engines.vram import JobPlan, JobPlanner, MissLog
 from artifex_agent.errors import ArtifexError, ExitCode, RequestError, ResourceError
+from artifex_agent.lora_ref import LoraRef, check_loras
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,13 @@ class GenerationRequest:
     output: Literal["rgb", "latent"] = "rgb"
     # Per-clip seeds; by default clip i uses seed + i, so a clip does not depend on its batch mates.
     seeds: list[int] | None = None
+    # LoRAs applied for this call only (artifex_agent/lora_ref.py); none: the base model, bit for bit.
+    loras: tuple[LoraRef, ...] = ()
+    # "" : the model's own scheduler; "unipc" or "euler" (flow-match Euler). shift / boundary_ratio
+    # override the scheduler's flow shift and the two-expert switch point (None: the model's).
+    scheduler: str = ""
+    shift: float | None = None
+    boundary_ratio: float | None = None
 
     def clip_seeds(self) -> list[int]:
         """The seed of each clip, in prompt order."""
@@ -93,6 +101,7 @@ class Resident:
     placement: Placement
     prompts: PromptEncoder
     experts: frozenset[str]
+    adapters: lora.Adapters
 
 
 class GenerationEngine:
@@ -116,6 +125,7 @@ class GenerationEngine:
         max_height: int = 1920,
         max_frames: int = 241,
         max_batch: int = 8,
+        lora_budget_bytes: int = lora.DEFAULT_BUDGET_BYTES,
     ) -> None:
         configure_allocator()
         self.models_root = Path(models_root)
@@ -136,6 +146,7 @@ class GenerationEngine:
                                   vae_tiling=vae_tiling)
         self.misses = MissLog(misses_file)
         self.max_width, self.max_height, self.max_frames, self.max_batch = max_width, max_height, max_frames, max_batch
+        self.lora_budget_bytes = lora_budget_bytes
         self._resident: dict[str, Resident] = {}
         self._i2v_views: dict[str, Any] = {}
         # Lock order: _run_lock, then _load_lock.
@@ -201,6 +212,7 @@ class GenerationEngine:
             self._set_tiling(pipe, plan.tile_vae_for(resident.placement))
             started = time.perf_counter()
             kwargs = self._call_kwargs(req, entry, resident)
+            scoped = self._job_scope(resident, pipe, req)
 
             def step_end(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
                 if on_step is not None:
@@ -211,7 +223,8 @@ class GenerationEngine:
 
             oom = ""
             try:
-                output = pipe(**kwargs, callback_on_step_end=step_end).frames
+                with scoped:
+                    output = pipe(**kwargs, callback_on_step_end=step_end).frames
             except Exception as exc:
                 if not is_oom(exc):
                     placing.after_run(resident.pipe, resident.placement)
@@ -241,25 +254,23 @@ class GenerationEngine:
         )  # fmt: skip
         return GenerationResult(frames=frames, latents=latents, fps=FPS[entry.kind], model=req.model, seconds=seconds)
 
-    def experts_for_steps(self, model: str, steps: int, start: int, stop: int) -> frozenset[str] | None:
+    def experts_for_steps(self, model: str, steps: int, start: int, stop: int,
+                          req: GenerationRequest | None = None) -> frozenset[str] | None:
         """The transformers that denoising steps [start, stop) of a `steps`-step job use; None: a one-expert model.
 
         Read from the scheduler's config and the model's boundary_ratio, without loading anything.
         """
-        import diffusers
-
         entry = self._entry(model)
         if not entry.two_experts:
             return None
         index = json.loads((entry.path / "model_index.json").read_text(encoding="utf-8"))
         config = json.loads((entry.path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
-        name = str(config.get("_class_name", ""))
-        scheduler_class = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
-        if scheduler_class is None:
-            raise RequestError(f"model {model!r} names an unknown scheduler {name!r}")
-        scheduler = scheduler_class.from_config(config)
+        scheduler = schedulers.build(config, req.scheduler, req.shift) if req else None
+        if scheduler is None:
+            scheduler = schedulers.type_of(config).from_config(config)
         scheduler.set_timesteps(steps)
-        boundary = float(index["boundary_ratio"]) * scheduler.config.num_train_timesteps
+        ratio = req.boundary_ratio if req and req.boundary_ratio is not None else index["boundary_ratio"]
+        boundary = float(ratio) * scheduler.config.num_train_timesteps
         used = {"transformer" if t >= boundary else "transformer_2" for t in scheduler.timesteps[start:stop]}
         return frozenset(used) or None
 
@@ -270,13 +281,19 @@ class GenerationEngine:
 
         `req` plans the placement as for a whole job; `experts` names the transformers this part of a job
         needs, so an agent running one side of an expert split keeps only that expert resident.
+        `req`'s LoRAs (on the experts held), scheduler and boundary apply inside the context.
         """
         entry = self._entry(model)
         plan = self.planner.plan(entry, req, self._allowed(entry), experts=experts) if req else None
         with self._run_lock:
             resident = self._ensure(entry, plan, experts)
             try:
-                yield resident.pipe
+                if req is None:
+                    resident.adapters.clear(resident.pipe)
+                    yield resident.pipe
+                else:
+                    with self._job_scope(resident, resident.pipe, req):
+                        yield resident.pipe
             finally:
                 placing.after_run(resident.pipe, resident.placement)
 
@@ -354,6 +371,9 @@ class GenerationEngine:
                 raise RequestError(f"{label} must be 1 or more (1 turns guidance off), got {scale!r}")
         if req.guidance_scale_2 is not None and not entry.two_experts:
             raise RequestError(f"guidance_scale_2 applies to two-expert models only; {req.model} has one")
+        check_loras(req.loras)
+        schedulers.check(req.scheduler, req.shift, req.boundary_ratio, two_experts=entry.two_experts, model=req.model)
+        lora.check_request(self.models_root, req.loras, two_experts=entry.two_experts, model=req.model)
         return entry
 
     def _entry(self, name: str) -> ModelEntry:
@@ -437,7 +457,23 @@ class GenerationEngine:
             entry.name, cls.__name__, self.device, str(self.dtype).removeprefix("torch."), placement.label,
             ",".join(sorted(wanted)) or "-", time.perf_counter() - started,
         )  # fmt: skip
-        return Resident(entry, pipe, placement, prompts, wanted)
+        adapters = lora.Adapters(self.models_root, self.lora_budget_bytes, dtype=self.dtype, policy=placement.policy)
+        return Resident(entry, pipe, placement, prompts, wanted, adapters)
+
+    @contextlib.contextmanager
+    def _job_scope(self, resident: Resident, pipe: Any, req: GenerationRequest) -> Iterator[None]:
+        """The job's LoRAs, scheduler and expert boundary for one call.
+
+        Every call sets the adapters it needs (none: all off), so no LoRA rides into the next job; the
+        scheduler and boundary are the model's own again afterwards.
+        """
+        # Split jobs reach here without _validate: the cheap checks again.
+        check_loras(req.loras)
+        schedulers.check(req.scheduler, req.shift, req.boundary_ratio, two_experts=resident.entry.two_experts,
+                         model=resident.entry.name)
+        resident.adapters.apply(resident.pipe, req.loras, model=resident.entry.name)
+        with schedulers.override(pipe, req.scheduler, req.shift, req.boundary_ratio):
+            yield
 
     def _pipeline_for(self, resident: Resident, task: str) -> Any:
         """The pipeline for a task; TI2V models run i2v through an image-to-video view sharing their modules."""

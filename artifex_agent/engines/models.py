@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 ModelKind = Literal["t2v", "i2v", "ti2v", "upscale"]
 
 UPSCALE_DIR = "upscale"
+# LoRA files (engines/lora.py): a folder beside the models, never a model itself.
+LORA_DIR = "loras"
 UPSCALE_SUFFIXES = (".safetensors", ".pth")
 PIPELINE_KINDS: dict[str, ModelKind] = {"WanPipeline": "t2v", "WanImageToVideoPipeline": "i2v"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -68,6 +70,9 @@ def list_models(root: Path) -> list[ModelEntry]:
         # Hidden names are half-built or foreign (".tmp", ".cache"); never offer them.
         if child.name.startswith(".") or not child.is_dir():
             continue
+        if child.name == LORA_DIR:
+            # LoRAs are listed on their own (engines/lora.py), not as an incomplete model.
+            continue
         if child.name == UPSCALE_DIR:
             entries.extend(_upscale_models(child))
         else:
@@ -82,7 +87,7 @@ def resolve_model(root: Path, name: str) -> ModelEntry:
     root = Path(root)
     folder = root / name
     entry: ModelEntry | None
-    if folder.is_dir() and name != UPSCALE_DIR:
+    if folder.is_dir() and name not in (UPSCALE_DIR, LORA_DIR):
         entry = inspect_model(folder)
     else:
         entry = next((e for e in _upscale_models(root / UPSCALE_DIR) if e.name == name), None)

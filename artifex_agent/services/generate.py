@@ -20,6 +20,7 @@ from artifex_agent.config import AgentConfig
 from artifex_agent.engines.generation import GenerationEngine, GenerationRequest, GenerationResult
 from artifex_agent.engines.paths import confined_path
 from artifex_agent.errors import RequestError
+from artifex_agent.jobspec import check_sampling, lora_refs_from_pb
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
@@ -38,6 +39,10 @@ def to_engine_request(request: pb.GenerateRequest, cfg: AgentConfig) -> Generati
     i2v = request.task == pb.TASK_I2V or (request.task == pb.TASK_UNSPECIFIED and bool(request.image or
                                                                                     request.image_path))
     task: Literal["t2v", "i2v"] = "i2v" if i2v else "t2v"
+    loras = tuple(lora_refs_from_pb(request.loras))
+    shift = request.shift if request.HasField("shift") and request.shift else None
+    boundary = request.boundary_ratio if request.HasField("boundary_ratio") and request.boundary_ratio else None
+    check_sampling(loras, request.scheduler, shift or 0.0, boundary or 0.0)
     image = None
     if task == "i2v":
         image = _load_image(request, cfg)
@@ -56,6 +61,10 @@ def to_engine_request(request: pb.GenerateRequest, cfg: AgentConfig) -> Generati
         seeds=list(request.seeds) or None,
         image=image,
         output="latent" if request.output == pb.PAYLOAD_KIND_LATENT else "rgb",
+        loras=loras,
+        scheduler=request.scheduler,
+        shift=shift,
+        boundary_ratio=boundary,
     )
 
 

@@ -198,7 +198,7 @@ class SplitService:
                 experts: frozenset[str] | None = frozenset({"transformer"})
             else:
                 experts = await asyncio.to_thread(self.engine.experts_for_steps, req.model, req.steps, start,
-                                                  spec.stop_step or req.steps)
+                                                  spec.stop_step or req.steps, req)
 
             def work() -> tuple[spb.HandoffHeader | None, list[torch.Tensor]]:
                 with self.engine.exclusive(req.model, req, experts=experts) as pipe:

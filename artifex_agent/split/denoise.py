@@ -30,13 +30,17 @@ Pass = Literal["cond", "uncond"]
 PASSES: tuple[Pass, ...] = ("cond", "uncond")
 # WanPipeline.__call__'s default, which GenerationEngine keeps.
 MAX_SEQUENCE_LENGTH = 512
-# The schedulers whose between-step memory this module knows how to carry.
-SUPPORTED_SCHEDULERS = ("UniPCMultistepScheduler",)
+# The schedulers whose between-step memory this module knows how to carry. Flow-match Euler (the
+# step-distilled LoRAs' scheduler) is one-step: its position is all it remembers.
+SUPPORTED_SCHEDULERS = ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler")
 
 
 @dataclass
 class SchedulerState:
-    """UniPC multistep memory between two steps: without it a resumed run drifts (by up to 1e-1 here)."""
+    """Scheduler memory between two steps (UniPC's multistep history; Euler only its position).
+
+    Without UniPC's history a resumed run drifts (by up to 1e-1 here).
+    """
 
     model_outputs: list[torch.Tensor | None]
     timestep_list: list[int | None]
@@ -82,6 +86,8 @@ class Denoiser:
         self.guidance = float(req.guidance_scale)
         self.cfg = self.guidance > 1.0  # WanPipeline.do_classifier_free_guidance
         ratio = pipe.config.boundary_ratio
+        if ratio is not None and req.boundary_ratio is not None:
+            ratio = req.boundary_ratio  # the job's switch point (a preset's), as the engine's whole run takes it
         self.boundary_timestep = None if ratio is None else ratio * self.scheduler.config.num_train_timesteps
         # GenerationEngine passes guidance_scale_2 (or guidance_scale) for two-expert models only.
         self.guidance_2 = None if ratio is None else float(req.guidance_scale_2 or req.guidance_scale)
@@ -192,11 +198,11 @@ class Denoiser:
         """`state` with the scheduler's memory attached (tensors shared, not copied)."""
         s = self.scheduler
         state.scheduler = SchedulerState(
-            model_outputs=list(s.model_outputs),
-            timestep_list=[None if t is None else int(t) for t in s.timestep_list],
-            lower_order_nums=int(s.lower_order_nums),
+            model_outputs=list(getattr(s, "model_outputs", [])),
+            timestep_list=[None if t is None else int(t) for t in getattr(s, "timestep_list", [])],
+            lower_order_nums=int(getattr(s, "lower_order_nums", 0)),
             this_order=getattr(s, "this_order", None),
-            last_sample=s.last_sample,
+            last_sample=getattr(s, "last_sample", None),
             step_index=s._step_index,
             begin_index=s._begin_index,
         )
@@ -208,16 +214,18 @@ class Denoiser:
         if st is None:
             raise RequestError("the hand-off carries no scheduler state")
         s, dev = self.scheduler, self.device
-        if len(st.model_outputs) != len(s.model_outputs) or len(st.timestep_list) != len(s.timestep_list):
+        outputs, timesteps = getattr(s, "model_outputs", []), getattr(s, "timestep_list", [])
+        if len(st.model_outputs) != len(outputs) or len(st.timestep_list) != len(timesteps):
             raise RequestError(f"the hand-off's scheduler keeps {len(st.model_outputs)} outputs, "
-                               f"this one keeps {len(s.model_outputs)} (solver_order differs)")
-        s.model_outputs = [None if x is None else x.to(dev) for x in st.model_outputs]
-        s.timestep_list = [None if t is None else torch.tensor(t, dtype=self.timesteps.dtype, device=dev)
-                           for t in st.timestep_list]
-        s.lower_order_nums = st.lower_order_nums
-        if st.this_order is not None:
-            s.this_order = st.this_order
-        s.last_sample = None if st.last_sample is None else st.last_sample.to(dev)
+                               f"this one keeps {len(outputs)} (solver_order differs)")
+        if hasattr(s, "model_outputs"):  # a multistep solver (UniPC)
+            s.model_outputs = [None if x is None else x.to(dev) for x in st.model_outputs]
+            s.timestep_list = [None if t is None else torch.tensor(t, dtype=self.timesteps.dtype, device=dev)
+                               for t in st.timestep_list]
+            s.lower_order_nums = st.lower_order_nums
+            if st.this_order is not None:
+                s.this_order = st.this_order
+            s.last_sample = None if st.last_sample is None else st.last_sample.to(dev)
         s._step_index = st.step_index
         s._begin_index = st.begin_index
         state.latents = state.latents.to(dev)

@@ -49,7 +49,10 @@ class PeerMismatch(ArtifexError):
 def job_key(req: pb.GenerateRequest) -> tuple:
     """The fields that determine a job's latents: two stages must agree on all of them."""
     return (req.model, req.task, tuple(req.prompts), req.negative_prompt, req.width, req.height, req.num_frames,
-            req.steps, req.guidance_scale, req.guidance_scale_2, req.seed, tuple(req.seeds))
+            req.steps, req.guidance_scale, req.guidance_scale_2, req.seed, tuple(req.seeds),
+            tuple((ref.name, ref.strength, ref.expert or "both") for ref in req.loras), req.scheduler,
+            req.shift if req.HasField("shift") else None,
+            req.boundary_ratio if req.HasField("boundary_ratio") else None)
 
 
 def model_fingerprint(folder: Path) -> str:

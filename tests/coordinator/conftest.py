@@ -56,6 +56,7 @@ class Coordinator:
         self.grace = grace
         self.cluster = cluster
         self.port = free_port()
+        presets: dict[str, dict[str, Any]] = settings.pop("presets", {})
         coordinator = {"listen": f"127.0.0.1:{self.port}", "database": str(workdir / "jobs.db"),
                        "results_cache": str(workdir / "cache"), "batch_size": 1, "batch_timeout_s": 0.0,
                        "health_interval_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 1.0, **settings}
@@ -65,6 +66,7 @@ class Coordinator:
                                   "roles": (roles or {}).get(agent.name, list(agent.roles)),
                                   "inputs_root": str(agent.inputs_root)}
         sections: dict[str, dict[str, Any]] = {"coordinator": coordinator}
+        sections.update({f"presets.{name}": table for name, table in presets.items()})
         if token:
             sections["security"] = {"token": token}
         self.token = token

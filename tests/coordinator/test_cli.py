@@ -62,3 +62,40 @@ def test_sigterm_stops_gracefully_and_the_running_job_resumes_after_restart(coor
         assert job.state == "done" and job.attempts == 1
         messages = [e.message for e in client.watch(job_id, history=True)]
     assert any("shutting down" in m for m in messages), messages
+
+
+def _submit_args(*argv: str) -> Any:
+    from artifex_agent.cli.main import build_parser
+
+    return build_parser().parse_args(["submit", "a fox", "--seed", "1", *argv])
+
+
+def test_submit_lora_scheduler_and_preset_flags_make_the_job() -> None:
+    from artifex_agent.cli.submit import spec_from_args
+    from artifex_agent.config import ClusterConfig
+    from artifex_agent.lora_ref import LoraRef
+
+    args = _submit_args("--lora", "ink:0.8:high", "--lora", "grain", "--scheduler", "euler", "--shift", "5",
+                        "--boundary", "0.9", "--encode-preset", "slow", "--preset", "fast", "--steps", "6")
+    job = spec_from_args(args, ClusterConfig())
+    assert job.loras == [LoraRef("ink", 0.8, "high"), LoraRef("grain")]
+    assert (job.scheduler, job.shift, job.boundary_ratio, job.encode_preset, job.preset) == (
+        "euler", 5.0, 0.9, "slow", "fast")
+    # Flags not given stay unset, for the coordinator to fill from the preset.
+    assert job.given("steps") and not job.given("guidance")
+
+
+def test_a_bad_lora_flag_is_a_usage_error() -> None:
+    result = cli("submit", "a fox", "--lora", "ink:9")
+    assert result.returncode == 2 and "outside" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_direct_mode_resolves_the_preset_itself() -> None:
+    from artifex_agent.cli.jobargs import job_fields, to_messages
+    from artifex_agent.jobspec import JobSpec
+    from artifex_agent.presets import builtin, resolve
+
+    args = _submit_args("--preset", "fast", "--encode-preset", "veryfast")
+    request, post = to_messages(resolve(JobSpec.from_dict(job_fields(args)), builtin()))
+    assert (request.steps, request.guidance_scale, request.scheduler, request.shift) == (4, 1.0, "euler", 5.0)
+    assert [r.expert for r in request.loras] == ["high", "low"] and post.preset == "veryfast"

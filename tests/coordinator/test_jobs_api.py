@@ -16,10 +16,12 @@ from artifex_agent.client import AsyncJobsClient, CoordinatorError, JobsClient
 from artifex_agent.coordinator.messages import spec_to_pb
 from artifex_agent.engines.encode import file_sha256
 from artifex_agent.errors import RequestError
+from artifex_agent.jobspec import JobSpec
 from artifex_agent.local_cluster import LocalCluster
+from artifex_agent.lora_ref import LoraRef
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
 from artifex_agent.proto.artifex.v1 import jobs_pb2_grpc
-from tests.coordinator.conftest import Coordinator, spec
+from tests.coordinator.conftest import TINY, Coordinator, spec
 
 
 def frames_of(path: str) -> np.ndarray:
@@ -181,3 +183,41 @@ def test_the_coordinator_requires_the_cluster_token(coordinator_factory: Any) ->
     assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
     with JobsClient.from_config(coordinator.config) as client:
         assert client.wait(client.submit(spec("a star", seed=99)), timeout=60).state == "done"
+
+
+def test_a_preset_is_resolved_at_submit_and_the_fields_given_win(coordinator_factory: Any) -> None:
+    tiny = {"steps": 2, "scheduler": "euler", "shift": 3.0, "guidance": 3.0}
+    coordinator = coordinator_factory(presets={"tiny": tiny, "absent": {"loras": ["absent-lora:0.5:low"]}})
+    with coordinator.client() as client:
+        coordinator.wait_for_agents(client)
+        # As a job file or `submit` writes it: steps and guidance given, the rest left to the preset.
+        raw = {**TINY, "prompt": "a fox in snow", "model": spec().model, "preset": "tiny"}
+        job = client.get(client.submit(JobSpec.from_dict(raw)))
+        assert (job.spec.preset, job.spec.steps, job.spec.guidance) == ("tiny", 1, 1.0)
+        assert (job.spec.scheduler, job.spec.shift) == ("euler", 3.0)
+        done = client.wait(job.id, timeout=60)
+        assert done.state == "done", done.error
+        # A preset's LoRAs reach the agent: this one is not in its loras/ folder.
+        failed = client.wait(client.submit(JobSpec.from_dict({**raw, "preset": "absent"})), timeout=60)
+        assert failed.state == "failed" and "absent-lora" in failed.error, failed.error
+        # Refused at Submit (INVALID_ARGUMENT), naming what is there.
+        for name, words in (("turbo", "known: absent, fast, quality, tiny"), ("medium", "encode_preset")):
+            with pytest.raises(RequestError, match=words):
+                client.submit(JobSpec(prompts=["a fox"], model=spec().model, preset=name))
+
+
+def test_loras_reach_the_agent_through_the_jobs_api(coordinator: Coordinator, agents: LocalCluster) -> None:
+    from tests.lora_fixture import write_tiny_lora
+
+    write_tiny_lora(agents.models_root / "loras" / "api-style.safetensors",
+                    agents.models_root / agents.model / "transformer", seed=5)
+    with coordinator.client() as client:
+        coordinator.wait_for_agents(client)
+        base = client.wait(client.submit(spec("a fox at dawn", seed=11)), timeout=60)
+        styled = client.wait(client.submit(spec("a fox at dawn", seed=11, loras=[LoraRef("api-style", 1.0)])),
+                             timeout=60)
+        assert base.state == styled.state == "done", styled.error
+        assert not styled.cached and styled.sha256 != base.sha256
+        missing = client.wait(client.submit(spec("a fox at dawn", loras=[LoraRef("no-such-lora")])), timeout=60)
+        assert missing.state == "failed" and missing.attempts == 1
+        assert "no-such-lora" in missing.error and "loras" in missing.error

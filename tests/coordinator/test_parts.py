@@ -18,6 +18,7 @@ from artifex_agent.coordinator.routing import choose_post, idle_generators
 from artifex_agent.coordinator.store import Store
 from artifex_agent.errors import RequestError, StreamError
 from artifex_agent.jobspec import JobSpec
+from artifex_agent.lora_ref import LoraRef
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
 from artifex_agent.relay import RemoteError
 
@@ -25,8 +26,10 @@ from artifex_agent.relay import RemoteError
 def test_every_spec_field_survives_the_wire() -> None:
     spec = JobSpec(prompts=["a", "b"], model="m", width=320, height=192, frames=17, steps=7, guidance=1.5,
                    guidance_2=2.5, negative="blur", seed=2**40, fps=24.0, image="in/x.png", upscale=4,
-                   upscale_model="x4.pth", codec="av1", crf=0, preset="slow", encoder="software", output="o/p",
-                   priority=-3, split="cfg", decode_on="post", tags={"k": "v"})
+                   upscale_model="x4.pth", codec="av1", crf=0, encode_preset="slow", encoder="software", output="o/p",
+                   priority=-3, split="cfg", decode_on="post", tags={"k": "v"},
+                   loras=[LoraRef("ink", 0.5, "high"), LoraRef("grain", -1.0, "low")], scheduler="euler", shift=5.0,
+                   boundary_ratio=0.9, preset="fast")
     assert spec_from_pb(spec_to_pb(spec)) == spec
     job = Job("j1", "running", spec, outputs=["/x.mp4"], attempts=2, agent="a", created=1.0, started=2.0)
     assert job_from_pb(job_to_pb(job)) == job
@@ -137,3 +140,40 @@ def test_cache_files_outputs_under_their_content_key(tmp_path: Path) -> None:
     assert Path(hit.outputs[0]).parent == tmp_path / "cache" / "ab" / ("ab" * 32)
     assert not cache.store("cd" * 32, [str(tmp_path / "elsewhere.mp4")], ["x"])  # not visible here
     assert not list((tmp_path / "cache").rglob("*.part"))
+
+
+def test_an_unresolved_preset_travels_with_only_the_fields_the_client_gave() -> None:
+    spec = JobSpec.from_dict({"prompt": "a fox", "preset": "fast", "steps": 40, "seed": 3})
+    msg = spec_to_pb(spec)
+    assert msg.HasField("steps") and msg.HasField("seed") and msg.preset == "fast"
+    assert not msg.HasField("guidance") and not msg.HasField("scheduler") and not msg.loras
+    # At the coordinator the preset fills the rest; the explicit 40 steps stay.
+    from artifex_agent.presets import builtin, resolve
+
+    resolved = resolve(spec_from_pb(msg), builtin())
+    assert (resolved.steps, resolved.guidance, resolved.scheduler, len(resolved.loras)) == (40, 1.0, "euler", 2)
+    # Resolved, every field travels again.
+    assert spec_to_pb(resolved).HasField("guidance")
+
+
+def test_what_the_generating_agent_receives_carries_the_loras_and_sampling() -> None:
+    from artifex_agent.config import AgentConfig
+    from artifex_agent.coordinator.pipeline import generate_request
+    from artifex_agent.services.generate import to_engine_request
+
+    loras = [LoraRef("ink", 0.5, "high"), LoraRef("grain", 1.0, "low")]
+    jobs = [_job(i, loras=loras, scheduler="euler", shift=5.0, boundary_ratio=0.875, steps=4) for i in range(2)]
+    request = generate_request(jobs, "batch1")
+    req = to_engine_request(request, AgentConfig())
+    assert req.loras == tuple(loras)
+    assert (req.scheduler, req.shift, req.boundary_ratio, req.steps) == ("euler", 5.0, 0.875, 4)
+    plain = to_engine_request(generate_request([_job(3)], "b"), AgentConfig())
+    assert (plain.loras, plain.scheduler, plain.shift, plain.boundary_ratio) == ((), "", None, None)
+
+
+def test_jobs_with_other_loras_never_share_a_batch() -> None:
+    now = 1000.0
+    entries = [_entry(0, now, loras=[LoraRef("ink")]), _entry(1, now, loras=[LoraRef("ink", 0.5)]),
+               _entry(2, now, loras=[LoraRef("ink")]), _entry(3, now)]
+    batch, _ = pick_batch(entries, lambda e: True, batch_size=4, timeout_s=0, max_clips=8, now=now)
+    assert [e.job.id for e in batch] == ["job0", "job2"]

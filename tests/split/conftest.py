@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ ODD = "wan2.2-tiny-odd"
 ONLY_A = "wan2.2-tiny-only-a"
 # A one-expert model (Wan2.1 / TI2V-5B style): CFG-parallel works, an expert split does not.
 ONE_EXPERT = "wan2.2-tiny-t2v"
+# LoRAs in both agents' loras/ folders, for the high-noise and the low-noise expert.
+HIGH_LORA, LOW_LORA = "split-high", "split-low"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +32,10 @@ def a14b_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("a14b-models")
     ensure_tiny_checkpoint(root, DEMO_MODEL, variant="t2v-a14b")
     ensure_tiny_checkpoint(root, ONE_EXPERT, variant="t2v")
+    from tests.lora_fixture import write_tiny_lora
+
+    for seed, name in enumerate((HIGH_LORA, LOW_LORA), start=1):
+        write_tiny_lora(root / "loras" / f"{name}.safetensors", root / DEMO_MODEL / "transformer", seed=seed)
     return root
 
 
@@ -49,6 +56,7 @@ def duo(tmp_path_factory: pytest.TempPathFactory, a14b_root: Path, odd_model: Pa
         root.mkdir()
         for model in (DEMO_MODEL, ONE_EXPERT):
             (root / model).symlink_to(a14b_root / model, target_is_directory=True)
+        shutil.copytree(a14b_root / "loras", root / "loras")
     (roots["a"] / ODD).symlink_to(a14b_root / DEMO_MODEL, target_is_directory=True)
     (roots["a"] / ONLY_A).symlink_to(a14b_root / DEMO_MODEL, target_is_directory=True)
     (roots["b"] / ODD).symlink_to(odd_model, target_is_directory=True)

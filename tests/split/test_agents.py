@@ -19,7 +19,7 @@ from artifex_agent.proto.artifex.v1 import split_pb2 as spb
 from artifex_agent.relay import RemoteError, generate_and_post
 from artifex_agent.split import messages, streams
 from artifex_agent.split.client import SplitResult, cluster_stubs, run_split
-from tests.split.conftest import ODD, ONE_EXPERT, ONLY_A
+from tests.split.conftest import HIGH_LORA, LOW_LORA, ODD, ONE_EXPERT, ONLY_A
 
 LATENT, RGB = pb.PAYLOAD_KIND_LATENT, pb.PAYLOAD_KIND_RGB24
 
@@ -64,6 +64,22 @@ def test_expert_split_equals_one_agent(duo: LocalCluster, seed: int, steps: int,
     assert torch.equal(result.output.latents, reference(duo, req))
     assert result.ran_on == ("a", "b") and not result.failover
     assert 0 < result.stats.handoff_bytes
+
+
+@pytest.mark.parametrize("sampling", [
+    {},  # the model's scheduler
+    {"scheduler": "euler", "shift": 5.0, "boundary_ratio": 0.875, "guidance_scale": 1.0, "guidance_scale_2": 1.0},
+])
+def test_an_expert_split_with_high_and_low_loras_equals_one_agent(duo: LocalCluster, sampling: dict[str, Any]) -> None:
+    loras = [pb.LoraRef(name=HIGH_LORA, strength=1.0, expert="high"), pb.LoraRef(name=LOW_LORA, strength=0.7,
+                                                                               expert="low")]
+    req = request(duo, seed=6, steps=4, loras=loras, **sampling)
+    result = split(duo, req, "experts")
+    assert result.output is not None and result.output.latents is not None
+    assert result.ran_on == ("a", "b") and not result.failover
+    assert torch.equal(result.output.latents, reference(duo, req))
+    # The LoRAs did something: without them the latents differ.
+    assert not torch.equal(reference(duo, req), reference(duo, request(duo, seed=6, steps=4, **sampling)))
 
 
 @pytest.mark.parametrize("seed, steps, guidance, guidance_2", [(1, 6, 3.0, 2.0), (2, 5, 5.0, 0.0), (3, 3, 1.5, 4.0)])

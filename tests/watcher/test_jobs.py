@@ -173,3 +173,34 @@ def test_claims_of_a_watcher_whose_heartbeat_stopped_are_taken_over(tmp_path: Pa
         wait_for(lambda: (layout.accepted / "orphan.toml").exists(), what="pc2's claim taken over")
         assert alive is not None and alive.path.exists(), "a live watcher's claim must be left alone"
     assert submitter.calls == 1
+
+
+def test_a_job_file_carries_loras_scheduler_and_its_preset_unresolved(tmp_path: Path,
+                                                                     submitter: RecordingSubmitter) -> None:
+    from artifex_agent.coordinator.messages import spec_to_pb
+    from artifex_agent.lora_ref import LoraRef
+
+    cluster = make_cluster(tmp_path)
+    layout = Layout(cluster.watcher.root)
+    text = job_text(preset="fast", scheduler="euler") + (
+        'loras = ["ink:0.8:high", { name = "grain", strength = 0.5, expert = "low" }]\nshift = 5.0\n')
+    with running(cluster, submitter):
+        drop_file(layout.inbox, "styled.toml", text)
+        wait_for(lambda: (layout.accepted / "styled.toml.job").exists(), what="styled.toml accepted")
+        job_id = (layout.accepted / "styled.toml.job").read_text().strip()
+    spec = submitter.specs[job_id]
+    assert spec.loras == [LoraRef("ink", 0.8, "high"), LoraRef("grain", 0.5, "low")]
+    assert (spec.scheduler, spec.shift, spec.preset, spec.steps) == ("euler", 5.0, "fast", 2)
+    # What goes to the coordinator: the file's fields, the rest left for the preset there.
+    msg = spec_to_pb(spec)
+    assert len(msg.loras) == 2 and msg.steps == 2 and not msg.HasField("guidance")
+
+
+def test_a_job_file_with_a_bad_lora_fails_naming_it(tmp_path: Path, submitter: RecordingSubmitter) -> None:
+    cluster = make_cluster(tmp_path)
+    layout = Layout(cluster.watcher.root)
+    with running(cluster, submitter):
+        drop_file(layout.inbox, "bad-lora.toml", job_text() + 'loras = ["../../etc/passwd"]\n')
+        wait_for(lambda: any(layout.failed.glob("bad-lora.toml*.error.txt")), what="bad-lora.toml refused")
+        text = next(layout.failed.glob("bad-lora.toml*.error.txt")).read_text()
+    assert "without folders" in text and submitter.calls == 0

@@ -78,7 +78,7 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id", "seeds")
+    __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id", "seeds", "loras", "scheduler", "shift", "boundary_ratio")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,10 @@ class GenerateRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    BOUNDARY_RATIO_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: Task
     prompts: _containers.RepeatedScalarFieldContainer[str]
@@ -113,7 +117,21 @@ class GenerateRequest(_message.Message):
     output: PayloadKind
     job_id: str
     seeds: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., prompts: _Optional[_Iterable[str]] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[bytes] = ..., image_path: _Optional[str] = ..., output: _Optional[_Union[PayloadKind, str]] = ..., job_id: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraRef]
+    scheduler: str
+    shift: float
+    boundary_ratio: float
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., prompts: _Optional[_Iterable[str]] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[bytes] = ..., image_path: _Optional[str] = ..., output: _Optional[_Union[PayloadKind, str]] = ..., job_id: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ..., loras: _Optional[_Iterable[_Union[LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ...) -> None: ...
+
+class LoraRef(_message.Message):
+    __slots__ = ("name", "strength", "expert")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    strength: float
+    expert: str
+    def __init__(self, name: _Optional[str] = ..., strength: _Optional[float] = ..., expert: _Optional[str] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
     __slots__ = ("progress", "header", "chunk", "trailer")

@@ -1,3 +1,4 @@
+from artifex_agent.proto.artifex.v1 import agent_pb2 as _agent_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -23,7 +24,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompts", "model", "width", "height", "frames", "steps", "guidance", "guidance_2", "negative", "seed", "fps", "image", "upscale", "upscale_model", "codec", "crf", "preset", "encoder", "output", "priority", "split", "decode_on", "tags")
+    __slots__ = ("prompts", "model", "width", "height", "frames", "steps", "guidance", "guidance_2", "negative", "seed", "fps", "image", "upscale", "upscale_model", "codec", "crf", "encode_preset", "encoder", "output", "priority", "split", "decode_on", "tags", "loras", "scheduler", "shift", "boundary_ratio", "preset")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,13 +48,18 @@ class JobSpec(_message.Message):
     UPSCALE_MODEL_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     CRF_FIELD_NUMBER: _ClassVar[int]
-    PRESET_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_PRESET_FIELD_NUMBER: _ClassVar[int]
     ENCODER_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     DECODE_ON_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    BOUNDARY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedScalarFieldContainer[str]
     model: str
     width: int
@@ -70,14 +76,19 @@ class JobSpec(_message.Message):
     upscale_model: str
     codec: str
     crf: int
-    preset: str
+    encode_preset: str
     encoder: str
     output: str
     priority: int
     split: str
     decode_on: str
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., guidance_2: _Optional[float] = ..., negative: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., codec: _Optional[str] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., encoder: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., split: _Optional[str] = ..., decode_on: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[_agent_pb2.LoraRef]
+    scheduler: str
+    shift: float
+    boundary_ratio: float
+    preset: str
+    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., guidance_2: _Optional[float] = ..., negative: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., codec: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., encoder: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., split: _Optional[str] = ..., decode_on: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "stage", "batch_id", "idempotency_key", "sha256")
