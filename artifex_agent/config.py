@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from artifex_agent.errors import ConfigError
+from artifex_agent.hosts import is_loopback_host
 from artifex_agent.presets import Preset
 from artifex_agent.presets import builtin as presets_builtin
 from artifex_agent.presets import load as load_presets
@@ -350,8 +351,7 @@ def split_hostport(address: str) -> tuple[str, int]:
 
 def is_loopback(address: str) -> bool:
     """True when `address` only listens on this machine."""
-    host, _ = split_hostport(address)
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return is_loopback_host(split_hostport(address)[0])
 
 
 def _build(kind: type, table: dict[str, Any], where: str, base: Path | None) -> Any:

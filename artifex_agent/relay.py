@@ -6,30 +6,21 @@ trailer, so the relay forwards those messages byte for byte and only reads progr
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
 
-from artifex_agent.errors import ArtifexError, StreamError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import wire
 from artifex_agent.transport.channel import AgentStub
+from artifex_agent.transport.post_call import RemoteError, post_process
+
+__all__ = ["ProgressCallback", "RelayResult", "RemoteError", "generate_and_post"]
 
 # (source, progress): source is "generate" or "post".
 ProgressCallback = Callable[[str, pb.Progress], None]
-
-
-class RemoteError(ArtifexError):
-    """An agent answered a call with an error status."""
-
-    def __init__(self, agent: str, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{agent}: {code.name}: {details}")
-        self.agent = agent
-        self.code = code
-        self.details = details
 
 
 @dataclass
@@ -50,11 +41,9 @@ async def generate_and_post(gen: AgentStub, post: AgentStub, request: pb.Generat
     """Run one clip through both agents; raises RemoteError naming the agent that failed."""
     start = time.monotonic()
     marks: dict[str, float] = {}
-    gen_error: list[BaseException] = []
     gen_call = gen.generate(request, timeout=timeout)
 
-    async def requests() -> AsyncIterator[bytes]:
-        yield wire.encode_spec(spec)
+    async def generated() -> AsyncIterator[bytes]:
         try:
             async for raw in gen_call:
                 if raw[:1] != b"\x1a":  # not a chunk: progress, header or trailer
@@ -70,30 +59,17 @@ async def generate_and_post(gen: AgentStub, post: AgentStub, request: pb.Generat
                         marks["trailer"] = time.monotonic()
                 yield raw
         except grpc.aio.AioRpcError as exc:
-            # Stop without a trailer: the post agent discards what it got and writes nothing.
-            gen_error.append(RemoteError(gen_name, exc.code(), exc.details() or ""))
-        except (StreamError, asyncio.CancelledError) as exc:
-            gen_error.append(exc)
-            raise
+            # Raised by post_process in preference to the post agent's answer to the cut stream.
+            raise RemoteError(gen_name, exc.code(), exc.details() or "") from None
 
-    post_call = post.post_process(requests(), timeout=timeout)
-    result: pb.PostResult | None = None
+    def post_progress(_agent: str, progress: pb.Progress) -> None:
+        if on_progress:
+            on_progress("post", progress)
+
     try:
-        async for event in post_call:
-            if event.HasField("result"):
-                result = event.result
-            elif on_progress:
-                on_progress("post", event.progress)
-    except grpc.aio.AioRpcError as exc:
-        if gen_error:
-            raise gen_error[0] from None
-        raise RemoteError(post_name, exc.code(), exc.details() or "") from None
+        result = await post_process(post, post_name, spec, generated(), on_progress=post_progress, timeout=timeout)
     finally:
         gen_call.cancel()
-    if gen_error:
-        raise gen_error[0]
-    if result is None:
-        raise RemoteError(post_name, grpc.StatusCode.UNKNOWN, "stream ended without a result")
     end = time.monotonic()
     stream_start = marks.get("stream", end)
     return RelayResult(

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from artifex_agent.cli.direct import print_result, run_direct
 from artifex_agent.cli.jobargs import parse_size
 from artifex_agent.cli.options import env
-from artifex_agent.cli.submit import print_result, run_direct
 from artifex_agent.config import default_home
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from artifex_agent import daemon
-from artifex_agent.cli.options import env
-from artifex_agent.cli.up import add_state_dir, print_table, state_dir
+from artifex_agent.cli.options import add_state_dir, env, state_dir
+from artifex_agent.cli.processes import print_table
 from artifex_agent.errors import ExitCode
 
 # Stop in reverse dependency order: nothing new reaches the coordinator once the watcher is

@@ -13,15 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from artifex_agent.cli.direct import print_result, run_direct, run_split
 from artifex_agent.cli.jobargs import add_job_arguments, job_fields, to_messages
+from artifex_agent.cli.jobview import follow, job_dict, print_job
 from artifex_agent.cli.options import add_config, env
-from artifex_agent.cli.progress import StageProgress
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ExitCode, RequestError
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.presets import resolve
-from artifex_agent.relay import RelayResult, generate_and_post
-from artifex_agent.transport.channel import AgentStub, open_channel
 
 
 def add_parser(sub: Any) -> None:
@@ -59,10 +58,8 @@ def run(args: argparse.Namespace) -> int:
                   task="i2v" if args.image is not None else "t2v")
     request, spec = to_messages(job, args.image)
     if args.split != "none" or args.decode_on == "post":
-        from artifex_agent.split.direct import run_split_direct
-
-        return run_split_direct(cluster, gen_cfg.name, post_cfg.name, request, spec, split=args.split,
-                                decode_on=args.decode_on, progress=not args.no_progress)
+        return run_split(cluster, gen_cfg.name, post_cfg.name, request, spec, split=args.split,
+                         decode_on=args.decode_on, progress=not args.no_progress)
     result = asyncio.run(run_direct(cluster, gen_cfg.name, post_cfg.name, request, spec,
                                     progress=not args.no_progress))
     print_result(result)
@@ -92,7 +89,6 @@ def _image_name(image: Path | None, cluster: ClusterConfig) -> str:
 
 def run_queued(args: argparse.Namespace) -> int:
     """Submit to the coordinator; print the id at once, or follow the job with --wait."""
-    from artifex_agent.cli.jobs import follow, job_dict, print_job
     from artifex_agent.client import JobsClient
 
     cluster = ClusterConfig.load(args.config)
@@ -112,31 +108,3 @@ def run_queued(args: argparse.Namespace) -> int:
     else:
         print_job(job)
     return int(ExitCode.OK if job.state == "done" else ExitCode.FAILURE)
-
-
-async def run_direct(cluster: ClusterConfig, gen_name: str, post_name: str, request: Any, spec: Any,
-                     progress: bool = True) -> RelayResult:
-    """Relay one job between two configured agents with progress bars."""
-    token = cluster.security.resolved_token()
-    gen_cfg, post_cfg = cluster.agent(gen_name), cluster.agent(post_name)
-    gen_ch = open_channel(gen_cfg.dial_address, cluster.security)
-    post_ch = gen_ch if post_cfg.dial_address == gen_cfg.dial_address else \
-        open_channel(post_cfg.dial_address, cluster.security)
-    try:
-        with StageProgress(enabled=progress) as bars:
-            return await generate_and_post(AgentStub(gen_ch, token), AgentStub(post_ch, token), request, spec,
-                                           bars.update, gen_name=gen_name, post_name=post_name)
-    finally:
-        await gen_ch.close()
-        if post_ch is not gen_ch:
-            await post_ch.close()
-
-
-def print_result(r: RelayResult) -> None:
-    res = r.result
-    for path, digest in zip(res.output_paths, res.sha256, strict=False):
-        print(f"output: {path}  sha256 {digest[:16]}…")
-    print(f"frames: {res.frames}  size: {res.width}x{res.height}  codec: {res.codec} ({res.encoder})  "
-          f"bytes: {res.output_bytes}")
-    stages = "  ".join(f"{k} {v:.2f}s" for k, v in r.stage_s.items())
-    print(f"time: total {r.total_s:.2f}s  {stages}")

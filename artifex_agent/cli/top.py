@@ -11,8 +11,7 @@ from typing import Any
 
 import grpc
 
-from artifex_agent.cli.options import add_config, env
-from artifex_agent.cli.up import add_state_dir, state_dir
+from artifex_agent.cli.options import add_config, add_state_dir, env, state_dir
 from artifex_agent.config import ClusterConfig, split_hostport
 from artifex_agent.errors import ExitCode
 from artifex_agent.metrics import metrics_url, scrape, total

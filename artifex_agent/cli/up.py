@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import socket
 import time
 import tomllib
 from dataclasses import dataclass
@@ -22,9 +20,11 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from artifex_agent import daemon
-from artifex_agent.cli.options import add_config, env
-from artifex_agent.config import ClusterConfig, default_home, split_hostport
+from artifex_agent.cli.options import add_config, add_state_dir, env, state_dir
+from artifex_agent.cli.processes import print_table
+from artifex_agent.config import ClusterConfig, split_hostport
 from artifex_agent.errors import ArtifexError, ExitCode
+from artifex_agent.hosts import is_local_host, local_addresses
 from artifex_agent.transport.channel import open_channel
 from artifex_agent.transport.security import call_metadata
 
@@ -47,15 +47,6 @@ def add_parser(sub: Any) -> None:
                    help="print only which processes are ready, not the health table afterwards")
 
 
-def add_state_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", type=Path, default=env("--state-dir"),
-                   help="where pid files and logs go (default: $ARTIFEX_HOME or ~/.artifex) [ARTIFEX_STATE_DIR]")
-
-
-def state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or default_home()).expanduser()
-
-
 @dataclass
 class Component:
     """One process this PC should run."""
@@ -66,21 +57,11 @@ class Component:
     address: str = ""  # host:port to health-check; "" for none (the watcher)
 
 
-def local_addresses() -> set[str]:
-    """Every address of this machine's interfaces (and the loopback names)."""
-    found = {"localhost", "127.0.0.1", "::1"}
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family in (socket.AF_INET, socket.AF_INET6):
-                found.add(a.address.split("%")[0])
-    return found
-
-
 def is_local(listen: str, dial: str, here: set[str]) -> bool:
     host = split_hostport(listen)[0]
     if host in WILDCARDS:
         host = split_hostport(dial)[0]
-    return host.startswith("127.") or host in here
+    return is_local_host(host, here)
 
 
 def probe_address(listen: str, port: int | None = None) -> str:
@@ -95,12 +76,6 @@ def configured_sections(path: Path | None) -> set[str]:
     if path is None:
         return set()
     return set(tomllib.loads(path.read_text(encoding="utf-8")))
-
-
-def command_exists(name: str) -> bool:
-    from artifex_agent.cli.main import COMMANDS
-
-    return name in COMMANDS
 
 
 def plan(cluster: ClusterConfig, config: Path | None, names: list[str] | None) -> list[Component]:
@@ -118,10 +93,9 @@ def plan(cluster: ClusterConfig, config: Path | None, names: list[str] | None) -
         return comps
     coord = cluster.coordinator
     coordinator_here = is_local(coord.listen, coord.dial_address, here)
-    if coordinator_here and command_exists("coordinator") and ("coordinator" in configured_sections(config)
-                                                               or config is None):
+    if coordinator_here and ("coordinator" in configured_sections(config) or config is None):
         comps.append(Component("coordinator", "coordinator", ["coordinator", *cfg_args], probe_address(coord.listen)))
-    if coordinator_here and command_exists("watch") and "watcher" in configured_sections(config):
+    if coordinator_here and "watcher" in configured_sections(config):
         comps.append(Component("watcher", "watcher", ["watch", *cfg_args]))
     return comps
 
@@ -146,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(rows)
     if failed:
         return int(ExitCode.UNHEALTHY)
-    if not args.no_health and importlib.util.find_spec("artifex_agent.health") is not None:
+    if not args.no_health:
         return run_health(cluster)
     return int(ExitCode.OK)
 
@@ -234,25 +208,6 @@ def _tail(log: Path, lines: int = 8) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def print_table(rows: list[dict[str, str]], title: str = "artifex-agent up") -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("process", "pid", "address", "state", "log"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        ok = row["state"] in ("ready", "already running", "stopped", "not running")
-        mark = "[green]✓[/green] " if ok else "[red]✗[/red] "
-        table.add_row(row["process"], row["pid"], row["address"], mark + row["state"], row.get("log", ""))
-    console = Console()
-    console.print(table)
-    for row in rows:
-        if row.get("detail"):
-            console.print(f"[bold]{row['process']}[/bold], last lines of {row.get('log', 'its log')}:")
-            console.print(row["detail"], markup=False, highlight=False)
 
 
 def run_health(cluster: ClusterConfig) -> int:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
+from artifex_agent.coordinator.job import TERMINAL as TERMINAL
+from artifex_agent.coordinator.job import Job, JobState
 from artifex_agent.errors import RequestError
 from artifex_agent.jobspec import JobSpec, lora_refs_from_pb, lora_refs_to_pb
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
-
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 _STATE_TO_PB: dict[str, jpb.JobState] = {
     "queued": jpb.JOB_STATE_QUEUED, "running": jpb.JOB_STATE_RUNNING, "done": jpb.JOB_STATE_DONE,
@@ -21,40 +20,6 @@ _STATE_FROM_PB: dict[int, str] = {v: k for k, v in _STATE_TO_PB.items()}
 # JobSpec fields that travel as proto scalars (prompts, tags and loras are repeated/map fields).
 _SCALARS = tuple(f.name for f in dataclasses.fields(JobSpec)
                  if not f.name.startswith("_") and f.name not in ("prompts", "tags", "loras"))
-
-
-@dataclass
-class Job:
-    """A job as the coordinator knows it."""
-
-    id: str
-    state: JobState
-    spec: JobSpec
-    outputs: list[str] = field(default_factory=list)
-    error: str = ""
-    attempts: int = 0
-    agent: str = ""
-    post_agent: str = ""
-    created: float = 0.0
-    started: float | None = None
-    finished: float | None = None
-    cached: bool = False
-    stage: str = ""
-    batch_id: str = ""
-    idempotency_key: str = ""
-    sha256: list[str] = field(default_factory=list)
-
-    @property
-    def terminal(self) -> bool:
-        """Done, failed or cancelled: nothing more will happen without a retry."""
-        return self.state in TERMINAL
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "done"
-
-    def copy(self) -> Job:
-        return dataclasses.replace(self, outputs=list(self.outputs), sha256=list(self.sha256))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.relay import RemoteError, generate_and_post
 from artifex_agent.transport import frames, wire
 from artifex_agent.transport.channel import AgentStub
+from artifex_agent.transport.post_call import post_process
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class _JobStream:
         self.task: asyncio.Task[pb.PostResult] | None = None
 
     async def messages(self) -> AsyncIterator[bytes]:
-        yield wire.encode_spec(self.spec)
+        """Header, chunks and trailer (post_process sends the spec before them)."""
         yield wire.encode_header(self.header)
         while (raw := await self.queue.get()) is not None:
             yield raw
@@ -109,18 +110,8 @@ async def _split_relay(gen: AgentStub, post: AgentStub, request: pb.GenerateRequ
     gen_call = gen.generate(request)
 
     async def post_one(stream: _JobStream) -> pb.PostResult:
-        result = None
-        try:
-            async for event in post.post_process(stream.messages()):
-                if event.HasField("result"):
-                    result = event.result
-                else:
-                    on_progress(stream.index, "post", event.progress)
-        except grpc.aio.AioRpcError as exc:
-            raise RemoteError(post_name, exc.code(), exc.details() or "") from None
-        if result is None:
-            raise RemoteError(post_name, grpc.StatusCode.UNKNOWN, "stream ended without a result")
-        return result
+        return await post_process(post, post_name, stream.spec, stream.messages(),
+                                  on_progress=lambda _, p: on_progress(stream.index, "post", p))
 
     def open_stream(header: pb.StreamHeader) -> _JobStream:
         i = len(streams)

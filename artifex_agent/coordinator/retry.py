@@ -1,4 +1,11 @@
-"""Which failures are worth another attempt, and how long to wait before it."""
+"""Which failures are worth another attempt, and how long to wait before it.
+
+A refusal is final: the request itself is wrong or not allowed, and another attempt would
+fail the same way. Agents send their status in-band before ending a stream
+(transport/post_call.py), so a refusal arrives as what it is, not as the INTERNAL that grpc
+may report to a client still writing. Only an agent that went away or broke, a broken
+frame stream or the coordinator's own failure is worth another attempt.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,8 @@ from artifex_agent.relay import RemoteError
 
 logger = logging.getLogger(__name__)
 
-# The request itself is wrong (or not allowed): another attempt would fail the same way.
-PERMANENT = frozenset({
+# The request itself is wrong (or not allowed): never retried.
+REFUSALS = frozenset({
     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OUT_OF_RANGE,
     grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.ALREADY_EXISTS,
@@ -25,7 +32,7 @@ def classify(exc: BaseException) -> tuple[str, bool, str]:
         dead = exc.agent if exc.code == grpc.StatusCode.UNAVAILABLE else ""
         if dead:
             return f"agent {exc.agent} went away ({exc.details or 'unavailable'})", True, dead
-        return str(exc), exc.code not in PERMANENT, ""
+        return str(exc), exc.code not in REFUSALS, ""
     if isinstance(exc, StreamError):
         return f"frame stream broken: {exc}", True, ""
     if isinstance(exc, ArtifexError):

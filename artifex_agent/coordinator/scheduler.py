@@ -10,6 +10,7 @@ of the next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -23,12 +24,14 @@ from artifex_agent.config import ClusterConfig
 from artifex_agent.coordinator import routing
 from artifex_agent.coordinator.agents import AgentHandle, AgentPool
 from artifex_agent.coordinator.batching import QueueEntry, pick_batch
-from artifex_agent.coordinator.cache import ResultsCache
+from artifex_agent.coordinator.cache import CacheHit, ResultsCache
 from artifex_agent.coordinator.events import EventBus
-from artifex_agent.coordinator.messages import Job, JobEvent
+from artifex_agent.coordinator.job import Job
+from artifex_agent.coordinator.messages import JobEvent
 from artifex_agent.coordinator.pipeline import run_batch
 from artifex_agent.coordinator.retry import backoff_s, classify
 from artifex_agent.coordinator.store import Store
+from artifex_agent.errors import RequestError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,93 @@ class Scheduler:
     def run_of(self, job_id: str) -> Run | None:
         """The run a running job is part of."""
         return self._run_of.get(job_id)
+
+    # ------------------------------------------------------------------ what the Jobs service asks of it
+
+    def check_model(self, model: str) -> None:
+        """RequestError when every generating agent has said what it holds and none holds `model`."""
+        generators = [a for a in self.pool if "generate" in a.cfg.roles]
+        # Judge only when every generating agent has said what it holds: a down agent may have the model.
+        if generators and all(a.info is not None for a in generators) \
+                and not any(a.has_model(model) for a in generators):
+            have = sorted({m.name for a in generators for m in a.info.models if m.complete})  # type: ignore[union-attr]
+            raise RequestError(f"model {model!r} is on no agent (they have: {', '.join(have) or 'nothing'})")
+
+    async def cached(self, content_key: str) -> CacheHit | None:
+        """The results cache's outputs for an identical job, if it ran before."""
+        return await asyncio.to_thread(self.cache.lookup, content_key)
+
+    async def add(self, job: Job, content_key: str, event: JobEvent) -> tuple[Job, bool]:
+        """Store a new job (queued, or done from the cache) and queue it; (job, existed) as the store says.
+
+        With an idempotency key already used, the job that has it instead (the live copy while it is queued
+        or running), and nothing is queued or published.
+        """
+        stored, existed = await self.call(self.store.insert, job, content_key, event)
+        if existed:
+            live = self.live(stored.id)
+            return (live if live is not None else stored), True
+        if job.state == "queued":
+            self.enqueue(job, content_key, event.time)
+        self.bus.publish(event)
+        return job, False
+
+    async def resubmit(self, job: Job, event: JobEvent, now: float) -> None:
+        """Record a finished job queued again (a retry) and queue it; the cache is consulted afresh."""
+        await self.call(self.store.save, job, event)
+        self.enqueue(job, job.spec.content_key(), now, cache_checked=False)
+        self.bus.publish(event)
+
+    def live(self, job_id: str) -> Job | None:
+        """A copy of the job while it is queued or running (None once it ended or if unknown)."""
+        entry = self.entries.get(job_id)
+        return entry.job.copy() if entry is not None else None
+
+    async def job(self, job_id: str) -> Job | None:
+        """The job: its live copy while queued or running, else as stored (None if unknown)."""
+        live = self.live(job_id)
+        return live if live is not None else await self.call(self.store.get, job_id)
+
+    async def page(self, states: list[str] | None, limit: int, before: int) -> list[tuple[int, Job]]:
+        """(seq, job) newest first as the store has them, each queued or running job as it is now."""
+        rows = await self.call(self.store.page, states, limit, before)
+        # Running jobs move faster than the store is written (stage, progress): show the live copy.
+        return [(seq, self.live(j.id) or j) for seq, j in rows]
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued or running job; a copy of it as it is after (None: not queued nor running).
+
+        A queued job ends at once; a running one when its run's calls are cancelled (waited for up to
+        10 s). A run already recording its results is too late to stop: the job is returned unchanged.
+        """
+        entry = self.entries.get(job_id)
+        if entry is None:
+            return None
+        job = entry.job
+        if job.state == "queued":
+            now = time.time()
+            job.cancel(now)
+            event = JobEvent(job.id, "state", "cancelled", stage="cancelled", message="cancelled while queued",
+                             time=now, job=job.copy())
+            await self.call(self.store.save, job, event)
+            self.entries.pop(job_id, None)
+            self.bus.publish(event)
+            return job.copy()
+        run = self.run_of(job_id)
+        if run is None or run.task is None or run.finishing:
+            return job.copy()  # it is finishing right now: too late to stop
+        entry.cancel_requested = True
+        run.task.cancel()
+        await asyncio.wait({run.task}, timeout=10.0)
+        return job.copy()
+
+    def subscribe(self, job_id: str = "") -> contextlib.AbstractContextManager[asyncio.Queue[JobEvent]]:
+        """A queue receiving `job_id`'s events (every job's when empty) while the block runs."""
+        return self.bus.subscribe(job_id)
+
+    async def history(self, job_id: str) -> list[JobEvent]:
+        """Every event stored for the job, oldest first."""
+        return await self.call(self.store.events, job_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,10 +304,7 @@ class Scheduler:
         items: list[tuple[Job, JobEvent | None, float]] = []
         for entry in batch:
             job = entry.job.copy()
-            job.state, job.stage, job.started, job.finished = "running", "generating", now, None
-            job.attempts += 1
-            job.agent, job.post_agent = gen.name, post.name
-            job.batch_id = run.batch_id if len(batch) > 1 else ""
+            job.start(gen.name, post.name, run.batch_id if len(batch) > 1 else "", now)
             where = f"generating on {gen.name}, post-processing on {post.name}"
             if len(batch) > 1:
                 where += f" (batch {run.batch_id} of {len(batch)} jobs)"
@@ -291,12 +378,12 @@ class Scheduler:
         # watchers want to see movement, not pay for every step of a fast stage.
         if (p.stage, p.step == p.total) == run.last_progress[1:] and now - run.last_progress[0] < PROGRESS_EVERY_S:
             for entry in run.entries if index is None else [run.entries[index]]:
-                entry.job.stage = stage
+                entry.job.advance(stage)
             return
         run.last_progress = (now, p.stage, p.step == p.total)
         agent = run.gen.name if source == "generate" else run.post.name
         for entry in run.entries if index is None else [run.entries[index]]:
-            entry.job.stage = stage
+            entry.job.advance(stage)
             self.bus.publish(JobEvent(entry.job.id, "progress", "running", stage=p.stage, step=p.step, total=p.total,
                                       message=p.message, agent=agent, time=time.time()))
 
@@ -306,10 +393,10 @@ class Scheduler:
         for entry, result in zip(run.entries, results, strict=True):
             job = entry.job
             if isinstance(result, pb.PostResult):
-                job.outputs, job.sha256 = list(result.output_paths), list(result.sha256)
-                if await asyncio.to_thread(self.cache.store, entry.content_key, job.outputs, job.sha256):
+                outputs, sha256 = list(result.output_paths), list(result.sha256)
+                if await asyncio.to_thread(self.cache.store, entry.content_key, outputs, sha256):
                     self._cached_keys.add(entry.content_key)
-                job.state, job.stage, job.finished, job.error = "done", "done", now, ""
+                job.finish(outputs, sha256, now)
                 done = self._event(job, "state", f"done in {now - run.started:.1f}s: {', '.join(job.outputs)}")
                 logger.info("job %s: %s", job.id, done.message)
                 items.append((job, done, 0.0))
@@ -326,16 +413,15 @@ class Scheduler:
         message, retryable, dead_agent = classify(exc)
         if dead_agent:
             self.pool.mark_down(dead_agent, message)
-        job.error = message
         if retryable and job.attempts < self.cfg.max_attempts:
             delay = backoff_s(job.attempts, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
-            job.state, job.stage = "queued", "waiting"
+            job.retry_later(message)
             entry.not_before, entry.queued_at = now + delay, now
             event = self._event(job, "retry", f"{message}; retrying in {delay:.1f}s "
                                               f"(attempt {job.attempts + 1} of {self.cfg.max_attempts})")
             logger.warning("job %s: %s", job.id, event.message)
             return job, event, entry.not_before
-        job.state, job.stage, job.finished = "failed", "failed", now
+        job.fail(message, now)
         why = "" if not retryable else f" after {job.attempts} attempts"
         logger.warning("job %s failed%s: %s", job.id, why, message)
         return job, self._event(job, "state", f"failed{why}: {message}"), 0.0
@@ -347,10 +433,10 @@ class Scheduler:
         for entry in run.entries:
             job = entry.job
             if entry.cancel_requested:
-                job.state, job.stage, job.finished = "cancelled", "cancelled", now
+                job.cancel(now)
                 items.append((job, self._event(job, "state", f"cancelled while running on {run.gen.name}"), 0.0))
             else:
-                job.state, job.stage, job.attempts = "queued", "queued", max(job.attempts - 1, 0)
+                job.requeue()
                 entry.queued_at = now
                 why = "the coordinator is shutting down" if self._stopping else "a job of its batch was cancelled"
                 items.append((job, self._event(job, "info", f"requeued: {why}"), 0.0))
@@ -367,9 +453,9 @@ class Scheduler:
             self._cached_keys.discard(entry.content_key)
             return False
         job, now = entry.job, time.time()
-        job.state, job.stage, job.cached, job.outputs, job.sha256 = "done", "done", True, hit.outputs, hit.sha256
-        job.started = job.started or now
-        job.finished = now
+        if job.state != "queued" or self.entries.get(job.id) is not entry:
+            return True  # cancelled while the cache was read: nothing left to complete
+        job.finish_from_cache(hit.outputs, hit.sha256, now)
         event = self._event(job, "state", "done from the results cache (an identical job ran before)")
         await self.call(self.store.save, job, event)
         self.entries.pop(job.id, None)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -16,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from artifex_agent.config import AgentConfig, ClusterConfig, split_hostport
+from artifex_agent.hosts import is_local_host
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport.channel import AgentStub, open_channel
 
@@ -118,8 +117,6 @@ class HealthContext:
 
     async def connect(self) -> None:
         """Ask every agent for its standard health status, then its Info, all at once."""
-        from artifex_agent.health.system import is_local_host
-
         self.token = self.cluster.security.resolved_token()
         for cfg in self.cluster.agents:
             channel = open_channel(cfg.dial_address, self.cluster.security)
@@ -210,15 +207,3 @@ async def run_health(cluster: ClusterConfig, *, quick: bool = False, seconds: fl
         await ctx.close()
     results = [r for i in sorted(rows) for r in rows[i]]
     return HealthReport(results, time.monotonic() - start)
-
-
-def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The IP of `host` (a literal, or resolved); None when it does not resolve."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    try:
-        return ipaddress.ip_address(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
-    except (OSError, IndexError, ValueError):
-        return None

@@ -13,7 +13,7 @@ import psutil
 
 from artifex_agent.config import SharesConfig, default_home, split_hostport
 from artifex_agent.health.checks import CheckResult, HealthContext, check
-from artifex_agent.health.system import is_local_host
+from artifex_agent.hosts import is_local_host
 
 GiB = 1 << 30
 MiB = 1 << 20

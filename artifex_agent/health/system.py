@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 
 from artifex_agent.config import split_hostport
-from artifex_agent.health.checks import CheckResult, HealthContext, check, host_ip
+from artifex_agent.health.checks import CheckResult, HealthContext, check
+from artifex_agent.hosts import host_ip, is_local_host
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +72,6 @@ def interfaces() -> dict[str, NetInterface]:
             carrier=("running" in flags) if flags - {""} else up,
             speed_mbps=st.speed if st else 0, loopback="loopback" in flags or name.lower().startswith("lo"))
     return found
-
-
-def is_local_host(host: str) -> bool:
-    """True when `host` is loopback or one of this machine's addresses."""
-    ip = host_ip(host)
-    if ip is None:
-        return False
-    if ip.is_loopback or ip.is_unspecified:
-        return True
-    return any(str(ip) == a for i in interfaces().values() for a in i.addresses)
 
 
 def interface_for(host: str) -> NetInterface | None:

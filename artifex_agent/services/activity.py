@@ -14,13 +14,12 @@ from artifex_agent import logs
 
 @dataclass
 class Activity:
-    """Counts the streams in flight and lets shutdown wait for them."""
+    """Counts the streams in flight, for the Info reply and the metrics."""
 
     active: dict[int, tuple[str, str, float]] = field(default_factory=dict)
     # Where finished stages and streamed frames are reported (a metrics.Metrics); None: nowhere.
     metrics: Any = None
     _next: int = 0
-    _idle: asyncio.Event | None = None
 
     @contextlib.contextmanager
     def track(self, stage: str, job_id: str = "") -> Iterator[None]:
@@ -29,8 +28,6 @@ class Activity:
         self._next += 1
         self.active[key] = (stage, job_id, time.time())
         started = time.monotonic()
-        if self._idle is not None:
-            self._idle.clear()
         token = logs.set_job(job_id) if job_id else None
         outcome = "error"
         try:
@@ -42,8 +39,6 @@ class Activity:
             raise
         finally:
             del self.active[key]
-            if not self.active and self._idle is not None:
-                self._idle.set()
             if self.metrics is not None:
                 self.metrics.observe_stage(stage, time.monotonic() - started, outcome)
             if token is not None:
@@ -57,14 +52,3 @@ class Activity:
     @property
     def count(self) -> int:
         return len(self.active)
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no stream is in flight; False if `timeout` passed first."""
-        if not self.active:
-            return True
-        self._idle = asyncio.Event()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False

@@ -22,6 +22,7 @@ from artifex_agent.errors import (
     ResourceError,
     StreamError,
 )
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -94,18 +95,23 @@ def os_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
-    """Abort the RPC with the status for `exc`; unexpected errors are logged and stay generic."""
+def status_and_message(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status and message for `exc` (logged); unexpected errors are logged with their traceback and stay generic."""
     if isinstance(exc, ArtifexError):
         code = status_for(exc)
         refusals.log(logging.INFO, (method, code), "%s refused: %s", method, exc)
-        await context.abort(code, str(exc))
+        return code, str(exc)
     known = os_status(exc)
     if known is not None:
         logger.warning("%s failed: %s (%s)", method, known[1], exc)
-        await context.abort(*known)
+        return known
     logger.error("%s failed", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error in the agent (see its log)")
+    return grpc.StatusCode.INTERNAL, "internal error in the agent (see its log)"
+
+
+async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Abort the RPC with the status for `exc`; unexpected errors are logged and stay generic."""
+    await context.abort(*status_and_message(exc, method))
 
 
 def _passthrough(exc: BaseException) -> bool:
@@ -129,6 +135,21 @@ def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
     """Map errors of a server-streaming handler (an async generator)."""
+    return _streaming(fn, None)
+
+
+def streaming_with_error_event(event: Callable[[pb.ErrorStatus], T]) -> Callable[
+        [Callable[..., AsyncIterator[T]]], Callable[..., AsyncIterator[T]]]:
+    """Like `streaming`, and the status goes out first as a last event built by `event`.
+
+    A client still writing when the handler refuses may be told INTERNAL "Internal error
+    from Core" by grpc instead of the real status; the event arrives before it either way.
+    """
+    return lambda fn: _streaming(fn, event)
+
+
+def _streaming(fn: Callable[..., AsyncIterator[T]],
+               event: Callable[[pb.ErrorStatus], T] | None) -> Callable[..., AsyncIterator[T]]:
     @wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
         try:
@@ -137,5 +158,8 @@ def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterato
         except BaseException as exc:
             if _passthrough(exc):
                 raise
-            await abort_for(exc, context, fn.__qualname__)
+            code, message = status_and_message(exc, fn.__qualname__)
+            if event is not None:
+                yield event(pb.ErrorStatus(code=code.value[0], message=message))
+            await context.abort(code, message)
     return wrapper

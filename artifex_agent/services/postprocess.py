@@ -31,7 +31,7 @@ from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.admission import Admission, Limits, Ticket
-from artifex_agent.services.errors import streaming
+from artifex_agent.services.errors import streaming_with_error_event
 from artifex_agent.split.decode import LatentDecoder
 from artifex_agent.transport import frames, wire
 
@@ -175,7 +175,7 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
         self.engine = engine
         self.admission = admission or Admission(Limits.of(cfg))
 
-    @streaming
+    @streaming_with_error_event(lambda status: pb.PostProcessEvent(error=status))
     async def PostProcess(self, request_iterator: AsyncIterable[bytes],
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PostProcessEvent]:
         with self.admission.stream("PostProcess") as ticket:

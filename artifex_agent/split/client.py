@@ -9,7 +9,6 @@ same bits either way, which the tests check.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -28,7 +27,7 @@ from artifex_agent.relay import RemoteError
 from artifex_agent.split import messages, streams
 from artifex_agent.split.cfg import check_guidance
 from artifex_agent.split.streams import AgentLost, Calls, ProgressCallback, SplitStats
-from artifex_agent.transport import frames, options, wire
+from artifex_agent.transport import frames, options, post_call, wire
 from artifex_agent.transport.channel import AgentStub, open_channel
 
 logger = logging.getLogger(__name__)
@@ -190,45 +189,10 @@ async def collect(stream: AsyncIterator[bytes]) -> Output:
 async def post_stream(post: AgentStub, post_name: str, spec: pb.PostSpec, stream: AsyncIterator[bytes], *,
                       on_progress: ProgressCallback | None = None, timeout: float | None = None) -> pb.PostResult:
     """Feed an output stream into PostProcess; an upstream failure ends it without a trailer, so nothing is kept."""
-    upstream: list[BaseException] = []
-    accepted = asyncio.Event()
-    over = False
+    return await post_call.post_process(post, post_name, spec, stream, on_progress=on_progress, timeout=timeout,
+                                        error=_post_error)
 
-    async def requests() -> AsyncIterator[bytes]:
-        yield wire.encode_spec(spec)
-        try:
-            async for raw in stream:
-                yield raw
-                if raw[0] == streams.HEADER:
-                    # The post agent may refuse the header (no such model to decode with...): not writing
-                    # then keeps its status from turning into INTERNAL (see streams.Inband).
-                    await accepted.wait()
-                    if over:
-                        return
-        except RemoteError as exc:
-            upstream.append(exc)
 
-    call = post.post_process(requests(), timeout=timeout)
-    result: pb.PostResult | None = None
-    try:
-        async for event in call:
-            if event.HasField("result"):
-                result = event.result
-                continue
-            if event.progress.stage == "receive":
-                accepted.set()
-            if on_progress is not None:
-                on_progress(post_name, event.progress)
-    except grpc.aio.AioRpcError as exc:
-        if upstream:
-            raise upstream[0] from None
-        raise streams.remote_error(post_name, exc) from None
-    finally:
-        call.cancel()
-        over = True
-        accepted.set()
-    if upstream:
-        raise upstream[0]
-    if result is None:
-        raise RemoteError(post_name, grpc.StatusCode.UNKNOWN, "stream ended without a result")
-    return result
+def _post_error(agent: str, code: grpc.StatusCode, details: str) -> RemoteError:
+    # A post agent that broke (not one that refused) is lost: the job fails over.
+    return (AgentLost if code in streams.LOST_CODES else RemoteError)(agent, code, details)

@@ -14,9 +14,7 @@ from typing import Literal
 from artifex_agent.errors import MalformedMessage
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
-HEADER_FIELD = 2
 CHUNK_FIELD = 3
-TRAILER_FIELD = 4
 _LEN_DELIMITED = 2
 _CHUNK_TAG = (CHUNK_FIELD << 3) | _LEN_DELIMITED
 

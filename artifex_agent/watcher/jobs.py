@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from artifex_agent.coordinator.job import TERMINAL
 from artifex_agent.errors import RequestError
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.watcher import files, names
@@ -18,7 +19,7 @@ from artifex_agent.watcher.claim import Claim
 from artifex_agent.watcher.files import Refused
 from artifex_agent.watcher.ledger import Ledger, Record, item_key
 from artifex_agent.watcher.names import Layout
-from artifex_agent.watcher.submitter import TERMINAL, JobSubmitter, ModelLookup, describe, is_refusal
+from artifex_agent.watcher.submitter import JobSubmitter, ModelLookup, describe, is_refusal
 
 logger = logging.getLogger(__name__)
 

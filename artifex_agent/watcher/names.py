@@ -16,7 +16,6 @@ STATE = ".watcher"  # heartbeats of the watchers sharing the folder
 
 JOB_SUFFIXES = (".toml", ".json")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 READY_MARKER = "_READY"
 FOLDER_SIDECAR = "_post.toml"
 VIDEO_SIDECAR = ".post.toml"  # "clip.mp4" reads "clip.post.toml" beside it

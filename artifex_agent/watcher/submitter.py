@@ -21,7 +21,6 @@ from artifex_agent.jobspec import JobSpec
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = ("done", "failed", "cancelled")
 # Status codes that say "this request is wrong", as opposed to "try again later".
 REFUSAL_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                  grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED}

@@ -40,7 +40,8 @@ async def _answer(address: str, messages: list[bytes], token: str = TOKEN) -> gr
         result = None
         try:
             async for event in AgentStub(ch, token).post_process(requests(), timeout=30):
-                accepted.set()
+                if event.HasField("progress"):  # not the ErrorStatus event a refusal sends first
+                    accepted.set()
                 if event.HasField("result"):
                     result = event.result
         except grpc.aio.AioRpcError as exc:

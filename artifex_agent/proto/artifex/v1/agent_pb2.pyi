@@ -211,13 +211,23 @@ class PostResult(_message.Message):
     payload_bytes: int
     def __init__(self, output_paths: _Optional[_Iterable[str]] = ..., output_bytes: _Optional[int] = ..., frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., codec: _Optional[str] = ..., encoder: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ..., receive_s: _Optional[float] = ..., upscale_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
 
+class ErrorStatus(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class PostProcessEvent(_message.Message):
-    __slots__ = ("progress", "result")
+    __slots__ = ("progress", "result", "error")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     progress: Progress
     result: PostResult
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PostResult, _Mapping]] = ...) -> None: ...
+    error: ErrorStatus
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PostResult, _Mapping]] = ..., error: _Optional[_Union[ErrorStatus, _Mapping]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

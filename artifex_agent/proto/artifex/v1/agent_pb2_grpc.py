@@ -125,6 +125,8 @@ class PostProcessServicer:
 
     def PostProcess(self, request_iterator, context):
         """Client sends spec, header, chunks, trailer; server answers progress then one result.
+        Progress stage "receive" accepts spec and header: a client holds the chunks back until
+        then (transport/post_call.py). A refusal comes as an ErrorStatus event, then the status.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,74 @@
+"""Direct mode: one job on two configured agents without the coordinator, with progress bars and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from artifex_agent.cli.progress import StageProgress
+from artifex_agent.config import ClusterConfig
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.relay import RelayResult, generate_and_post
+from artifex_agent.split.client import SplitResult
+from artifex_agent.split.direct import run_split_direct
+from artifex_agent.transport.channel import AgentStub, open_channel
+
+
+async def run_direct(cluster: ClusterConfig, gen_name: str, post_name: str, request: Any, spec: Any,
+                     progress: bool = True) -> RelayResult:
+    """Relay one job between two configured agents with progress bars."""
+    token = cluster.security.resolved_token()
+    gen_cfg, post_cfg = cluster.agent(gen_name), cluster.agent(post_name)
+    gen_ch = open_channel(gen_cfg.dial_address, cluster.security)
+    post_ch = gen_ch if post_cfg.dial_address == gen_cfg.dial_address else \
+        open_channel(post_cfg.dial_address, cluster.security)
+    try:
+        with StageProgress(enabled=progress) as bars:
+            return await generate_and_post(AgentStub(gen_ch, token), AgentStub(post_ch, token), request, spec,
+                                           bars.update, gen_name=gen_name, post_name=post_name)
+    finally:
+        await gen_ch.close()
+        if post_ch is not gen_ch:
+            await post_ch.close()
+
+
+def print_result(r: RelayResult) -> None:
+    """What a relayed job produced and how long each stage took."""
+    res = r.result
+    for path, digest in zip(res.output_paths, res.sha256, strict=False):
+        print(f"output: {path}  sha256 {digest[:16]}…")
+    print(f"frames: {res.frames}  size: {res.width}x{res.height}  codec: {res.codec} ({res.encoder})  "
+          f"bytes: {res.output_bytes}")
+    stages = "  ".join(f"{k} {v:.2f}s" for k, v in r.stage_s.items())
+    print(f"time: total {r.total_s:.2f}s  {stages}")
+
+
+def run_split(cluster: ClusterConfig, gen_name: str, post_name: str, request: pb.GenerateRequest,
+              spec: pb.PostSpec, *, split: str, decode_on: str, progress: bool = True) -> int:
+    """Run one job split across the two agents with progress bars and print what happened."""
+    with StageProgress(enabled=progress) as bars:
+        def on_progress(source: str, p: pb.Progress) -> None:
+            # StageProgress keys the post-processing bar on source "post".
+            bars.update("post" if p.stage in ("receive", "post") else source, p)
+
+        result = asyncio.run(run_split_direct(cluster, gen_name, post_name, request, spec, split=split,
+                                              decode_on=decode_on, on_progress=on_progress))
+    print_split_result(result)
+    return 0
+
+
+def print_split_result(r: SplitResult) -> None:
+    """What a split job produced, where it ran and how long it took."""
+    res: Any = r.post
+    if res is not None:
+        for path, digest in zip(res.output_paths, res.sha256, strict=False):
+            print(f"output: {path}  sha256 {digest[:16]}…")
+        print(f"frames: {res.frames}  size: {res.width}x{res.height}  codec: {res.codec} ({res.encoder})  "
+              f"bytes: {res.output_bytes}  link payload: {res.payload_bytes} bytes")
+    how = {"experts": "expert split", "cfg": "CFG-parallel", "none": "whole"}[r.mode]
+    print(f"split: {how} on {' + '.join(r.ran_on)}" + (f"  (failover: {r.failover})" if r.failover else ""))
+    if r.stats.handoff_bytes:
+        print(f"hand-off: {r.stats.handoff_bytes} bytes in {r.stats.handoff_s:.3f}s")
+    if r.stats.exchange_bytes:
+        print(f"predictions exchanged: {r.stats.exchange_bytes} bytes in {r.stats.exchange_messages} messages")
+    print(f"time: total {r.total_s:.2f}s")

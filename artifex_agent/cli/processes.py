@@ -1,0 +1,23 @@
+"""The status table `up` and `down` print: one row per process they started or stopped."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_table(rows: list[dict[str, str]], title: str = "artifex-agent up") -> None:
+    """One row per process, ✓ or ✗ by its state, then the log tail of each that failed."""
+    table = Table(title=title)
+    for column in ("process", "pid", "address", "state", "log"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        ok = row["state"] in ("ready", "already running", "stopped", "not running")
+        mark = "[green]✓[/green] " if ok else "[red]✗[/red] "
+        table.add_row(row["process"], row["pid"], row["address"], mark + row["state"], row.get("log", ""))
+    console = Console()
+    console.print(table)
+    for row in rows:
+        if row.get("detail"):
+            console.print(f"[bold]{row['process']}[/bold], last lines of {row.get('log', 'its log')}:")
+            console.print(row["detail"], markup=False, highlight=False)
