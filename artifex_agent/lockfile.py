@@ -34,7 +34,8 @@ class InstanceLock:
         """Take the lock, or ConfigError naming the process that holds it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # No following a link planted where the lock file goes: the note would be written through it.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
             raise ConfigError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
         if not _lock(fd):

@@ -160,6 +160,16 @@ def test_claim_names_round_trip_and_dead_owners_are_found_without_clocks(tmp_pat
     assert taken is not None and taken.owner == "pc1" and taken.path.exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW on this platform")
+def test_instance_lock_does_not_write_through_a_planted_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "w.db.lock").symlink_to(victim)
+    with pytest.raises(ConfigError, match="cannot create the lock file"):
+        InstanceLock(tmp_path / "w.db", "watcher").acquire()
+    assert victim.read_text() == "precious"
+
+
 def test_ledger_survives_reopening_and_refuses_a_second_watcher(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
     lock = InstanceLock(path, "watcher").acquire()
