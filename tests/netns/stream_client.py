@@ -35,6 +35,9 @@ async def stream(address: str, token: str, n: int, w: int, h: int) -> dict[str, 
     channel = open_channel(address)
     t0 = time.perf_counter()
     try:
+        # Under the packet loss this test adds, the first TCP/HTTP2 handshake may be lost; gRPC would fail
+        # the call at once (UNAVAILABLE) instead of reconnecting. The test is about the stream, so connect first.
+        await asyncio.wait_for(channel.channel_ready(), 60)
         result = None
         async for event in AgentStub(channel, token).post_process(requests(), timeout=120):
             if event.HasField("result"):
