@@ -2,4 +2,5 @@
 
 __version__ = "0.1.0"
 # Bumped when the wire contract changes incompatibly; peers with another major refuse.
-PROTOCOL_VERSION = 1
+# 2: codec, encoder, model kind, stage and job fields as enums (issue 12); the old string fields are reserved.
+PROTOCOL_VERSION = 2

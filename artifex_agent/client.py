@@ -102,7 +102,7 @@ def _next_page(request: jpb.ListJobsRequest, reply: jpb.ListJobsReply, got: int,
 def _config_args(cluster: ClusterConfig | str | Path | None) -> tuple[str, str, SecurityConfig]:
     if not isinstance(cluster, ClusterConfig):
         cluster = ClusterConfig.load(cluster)
-    return cluster.coordinator.dial_address, cluster.security.resolved_token(), cluster.security
+    return cluster.coordinator.dial_address, cluster.security.secrets.token, cluster.security
 
 
 class JobsClient:

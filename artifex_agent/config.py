@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tomllib
@@ -94,6 +95,16 @@ class AgentConfig:
         return self.address or self.listen
 
 
+@dataclass(frozen=True)
+class Secrets:
+    """The token and the TLS files' bytes a SecurityConfig names, as read at one moment."""
+
+    token: str = ""
+    tls_key: bytes = b""
+    tls_cert: bytes = b""
+    tls_ca: bytes = b""
+
+
 @dataclass
 class SecurityConfig:
     """Shared token and optional mutual TLS on the link."""
@@ -113,24 +124,44 @@ class SecurityConfig:
             value = os.environ.get(f"ARTIFEX_{key.upper()}", "")
             if value:
                 setattr(self, key, value)
+        self._secrets: Secrets | None = None
 
-    def resolved_token(self) -> str:
-        """The token from the environment, the config, or the token file, in that order."""
+    def resolve(self) -> Secrets:
+        """Read the token (ARTIFEX_TOKEN, then token, then token_file) and the TLS files now, and keep them.
+
+        ClusterConfig.load calls it; after that only a reload (SIGHUP to an agent or coordinator)
+        reads again, so a file edited on disk is picked up then and not by chance.
+        """
+        tls = {key: _read_secret(getattr(self, key), key) for key in ("tls_key", "tls_cert", "tls_ca")} \
+            if self.tls else {}
+        self._secrets = Secrets(self._read_token(), **tls)
+        return self._secrets
+
+    @property
+    def secrets(self) -> Secrets:
+        """What the last resolve() read; resolved now when nothing has been (a config built in code)."""
+        return self._secrets if self._secrets is not None else self.resolve()
+
+    def _read_token(self) -> str:
         env = os.environ.get("ARTIFEX_TOKEN", "")
         if env:
             return env
         if self.token:
             return self.token
         if self.token_file:
-            try:
-                return Path(self.token_file).expanduser().read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read token_file {self.token_file!r}: {exc.strerror}") from exc
+            return _read_secret(self.token_file, "token_file").decode().strip()
         return ""
 
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
+
+
+def _read_secret(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path!r}: {exc.strerror}") from None
 
 
 @dataclass
@@ -246,6 +277,8 @@ class ClusterConfig:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
         cfg = cls.from_dict(raw, base=p.parent)
         cfg.source = p
+        with contextlib.suppress(ConfigError):  # raised again where it is needed: `config check` lists it
+            cfg.security.resolve()
         return cfg
 
     @classmethod

@@ -1,7 +1,8 @@
 """Detached `artifex-agent` processes with pid files: what `up` starts and `down` stops.
 
 Also the graceful-stop primitive the Windows service uses: there is no SIGTERM on Windows,
-so a process started in its own console group is sent CTRL_BREAK (the agent handles SIGBREAK).
+so a process started in its own console group is sent CTRL_BREAK (agent, coordinator and
+watcher handle SIGBREAK: lifecycle.stop_signals).
 """
 
 from __future__ import annotations

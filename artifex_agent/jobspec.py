@@ -9,25 +9,32 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from artifex_agent.errors import RequestError
 from artifex_agent.lora_ref import LoraRef, check_loras, check_scheduler
-from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-
-CODECS = ("h264", "hevc", "h265", "av1", "vp9")
-ENCODERS = ("auto", "software", "nvenc")
-SPLITS = ("none", "experts", "cfg", "auto")
-DECODE_ON = ("generate", "post")
+from artifex_agent.vocabulary import (
+    CODEC_NAMES,
+    DECODE_ON,
+    ENCODERS,
+    MAX_NAME_BYTES,
+    SPLITS,
+    CodecName,
+    DecodeOn,
+    EncoderChoice,
+    Split,
+    canonical_codec,
+    check_seeds,
+    clip_seeds,
+)
 
 # Limits on what one job may carry (README "Limits"). They keep a job's message small (a List
 # page holds many), every name within what file systems accept, and prompts well beyond what
 # Wan reads: its umT5 encoder keeps 512 tokens, about 2,000 characters of English.
 MAX_PROMPTS = 32  # one clip each
 MAX_PROMPT_CHARS = 8192  # each prompt, and the negative prompt
-# model, preset, encode_preset, scheduler, and each folder or file name in output, image, upscale_model: NAME_MAX is
-# 255 bytes, and an output name still gets suffixes (clip number, ".mp4", a temporary suffix).
-MAX_NAME_BYTES = 128
+# model, preset, encode_preset, scheduler, and each folder or file name in output, image, upscale_model are
+# bounded by vocabulary.MAX_NAME_BYTES (the agents' limit too).
 MAX_PATH_CHARS = 512  # output, image, upscale_model as a whole
 MAX_TAGS = 32
 MAX_TAG_KEY_CHARS = 64
@@ -60,16 +67,17 @@ class JobSpec:
     image: str = ""
     upscale: int = 1
     upscale_model: str = ""
-    codec: Literal["h264", "hevc", "h265", "av1", "vp9"] = "h264"
+    # A codec or its alias ("h265"); validate() keeps the codec it names ("hevc").
+    codec: CodecName = "h264"
     crf: int = 18
     encode_preset: str = ""
-    encoder: Literal["auto", "software", "nvenc"] = "auto"
+    encoder: EncoderChoice = "auto"
     # Output name under the post agent's output root (no "..", not absolute); empty: from the job id.
     output: str = ""
     # How to run it (not part of the output's identity).
     priority: int = 0
-    split: Literal["none", "experts", "cfg", "auto"] = "none"
-    decode_on: Literal["generate", "post"] = "generate"
+    split: Split = "none"
+    decode_on: DecodeOn = "generate"
     tags: dict[str, str] = field(default_factory=dict)
     # LoRAs under the agents' models_root/loras/ (artifex_agent/lora_ref.py), NAME[:STRENGTH[:high|low|both]].
     loras: list[LoraRef] = field(default_factory=list)
@@ -107,6 +115,7 @@ class JobSpec:
         if not self.prompts or not all(p.strip() for p in self.prompts):
             raise RequestError("a job needs at least one non-empty prompt")
         self._check_sizes()
+        check_seeds(clip_seeds(self.seed, len(self.prompts)))
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.model or ""):
             raise RequestError(f"model name {self.model!r} must be a folder name (letters, digits, . _ -)")
         for name, value, lo, hi in (("width", self.width, 16, 4096), ("height", self.height, 16, 4096),
@@ -123,8 +132,9 @@ class JobSpec:
             raise RequestError("guidance must be at least 1.0")
         if not 1.0 <= self.fps <= 240.0:
             raise RequestError(f"fps must be within 1..240; got {self.fps}")
+        self.codec = canonical_codec(self.codec)
         choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-            ("codec", self.codec, CODECS), ("encoder", self.encoder, ENCODERS), ("split", self.split, SPLITS),
+            ("codec", self.codec, CODEC_NAMES), ("encoder", self.encoder, ENCODERS), ("split", self.split, SPLITS),
             ("decode_on", self.decode_on, DECODE_ON))
         for name, choice, allowed in choices:
             if choice not in allowed:
@@ -246,20 +256,6 @@ class JobSpec:
                 self.negative, self.image, tuple(str(ref) for ref in self.loras), self.scheduler, self.shift,
                 self.boundary_ratio, self.preset)
 
-    def generate_request(self, *, job_id: str = "", prompts: list[str] | None = None,
-                         output: pb.PayloadKind = pb.PAYLOAD_KIND_RGB24) -> pb.GenerateRequest:
-        return pb.GenerateRequest(
-            model=self.model, task=pb.TASK_I2V if self.image else pb.TASK_T2V, prompts=prompts or self.prompts,
-            negative_prompt=self.negative, width=self.width, height=self.height, num_frames=self.frames,
-            steps=self.steps, guidance_scale=self.guidance, guidance_scale_2=self.guidance_2, seed=self.seed,
-            fps=self.fps, image_path=self.image, output=output, job_id=job_id, loras=lora_refs_to_pb(self.loras),
-            scheduler=self.scheduler, shift=self.shift or None, boundary_ratio=self.boundary_ratio or None)
-
-    def post_spec(self, output_name: str, *, job_id: str = "", split_clips: bool | None = None) -> pb.PostSpec:
-        return pb.PostSpec(output_name=output_name, upscale=self.upscale, upscale_model=self.upscale_model,
-                           codec=self.codec, crf=self.crf, preset=self.encode_preset, fps=self.fps,
-                           encoder=self.encoder, encode=True, job_id=job_id,
-                           split_clips=len(self.prompts) > 1 if split_clips is None else split_clips)
 
 
 _DEFAULTS: dict[str, Any] = {f.name: getattr(JobSpec(prompts=[""]), f.name)
@@ -276,15 +272,6 @@ def check_sampling(loras: list[LoraRef] | tuple[LoraRef, ...], scheduler: str, s
         raise RequestError(f"shift must be within 0..{MAX_SHIFT:g} (0: the model's own); got {shift}")
     if not math.isfinite(boundary_ratio) or (boundary_ratio and not 0.0 < boundary_ratio < 1.0):
         raise RequestError(f"boundary_ratio must be between 0 and 1 (0: the model's own); got {boundary_ratio}")
-
-
-def lora_refs_to_pb(loras: list[LoraRef] | tuple[LoraRef, ...]) -> list[pb.LoraRef]:
-    return [pb.LoraRef(name=ref.name, strength=ref.strength, expert=ref.expert) for ref in loras]
-
-
-def lora_refs_from_pb(msgs: Any) -> list[LoraRef]:
-    """Wire LoRA references as LoraRefs (an empty expert means both); not validated here."""
-    return [LoraRef(m.name, m.strength, m.expert or "both") for m in msgs]
 
 
 def _lora(item: Any, i: int) -> LoraRef:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from artifex_agent.errors import RequestError
+from artifex_agent.vocabulary import MAX_NAME_BYTES
 
 Expert = Literal["both", "high", "low"]
 EXPERTS: tuple[Expert, ...] = ("both", "high", "low")
@@ -51,8 +52,8 @@ class LoraRef:
         """Refuse what no agent could apply: names with folders, bad strengths, unknown experts."""
         if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".") or "\x00" in self.name:
             raise RequestError(f"LoRA name {self.name!r} must be a file name under loras/, without folders")
-        if len(self.name.encode("utf-8", "surrogatepass")) > 200:
-            raise RequestError("a LoRA name is longer than 200 bytes")
+        if len(self.name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise RequestError(f"a LoRA name is longer than {MAX_NAME_BYTES} bytes")
         if not math.isfinite(self.strength) or not MIN_STRENGTH <= self.strength <= MAX_STRENGTH:
             raise RequestError(f"LoRA {self.name!r}: strength {self.strength} is outside "
                                f"{MIN_STRENGTH}..{MAX_STRENGTH}")

@@ -46,11 +46,11 @@ async def generate_and_post(gen: AgentStub, post: AgentStub, request: pb.Generat
     async def generated() -> AsyncIterator[bytes]:
         try:
             async for raw in gen_call:
-                if raw[:1] != b"\x1a":  # not a chunk: progress, header or trailer
+                if not wire.is_chunk(raw):  # progress, header or trailer
                     msg = wire.decode(raw, first_field="progress")
                     if msg.kind == "progress":
                         assert msg.progress is not None
-                        if msg.progress.stage == "stream":
+                        if msg.progress.current_stage == pb.STAGE_STREAM:
                             marks["stream"] = time.monotonic()
                         if on_progress:
                             on_progress("generate", msg.progress)

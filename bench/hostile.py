@@ -142,7 +142,7 @@ def legit_messages(name: str, n: int = 24, w: int = 320, h: int = 180, upscale: 
     """A real post job: spec, header, frames, trailer."""
     rng = np.random.default_rng(7)
     sender = frames.FrameSender(frames.rgb_header(w, h, n, 16.0))
-    out = [wire.encode_spec(pb.PostSpec(output_name=name, encode=True, upscale=upscale, codec="h264")),
+    out = [wire.encode_spec(pb.PostSpec(output_name=name, encode=True, upscale=upscale, video_codec=pb.CODEC_H264)),
            sender.header_message()]
     for _ in range(n):
         out += list(sender.frame_messages(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)))

@@ -41,7 +41,7 @@ async def _run(cluster: LocalCluster, frames: int, w: int, h: int, upscale: int,
     gen, post = open_channel(cluster.address("gen")), open_channel(cluster.address("post"))
     request = pb.GenerateRequest(model=cluster.model, prompts=["bench"], width=w, height=h, num_frames=frames,
                                  steps=steps, guidance_scale=3.0, seed=1, fps=16)
-    spec = pb.PostSpec(output_name=f"bench-{frames}", upscale=upscale, codec="h264", crf=23, encode=True)
+    spec = pb.PostSpec(output_name=f"bench-{frames}", upscale=upscale, video_codec=pb.CODEC_H264, crf=23, encode=True)
     t0 = time.perf_counter()
     r = await generate_and_post(AgentStub(gen), AgentStub(post), request, spec)
     total = time.perf_counter() - t0

@@ -70,6 +70,7 @@ def start_agents(tmp: Path, pin: bool) -> tuple[dict[str, Any], dict[str, str]]:
 def calibrate(address: str) -> tuple[float, float]:
     """Generation and post-processing seconds of one job on one agent (direct relay, after a warm-up)."""
     from artifex_agent.jobspec import JobSpec
+    from artifex_agent.jobspec_pb import generate_request, post_spec
     from artifex_agent.relay import generate_and_post
     from artifex_agent.transport.channel import AgentStub, open_channel
 
@@ -77,8 +78,8 @@ def calibrate(address: str) -> tuple[float, float]:
 
     async def once(name: str) -> tuple[float, float]:
         async with open_channel(address) as ch:
-            relay = await generate_and_post(AgentStub(ch), AgentStub(ch), spec.generate_request(),
-                                            spec.post_spec(f"calibrate/{name}"))
+            relay = await generate_and_post(AgentStub(ch), AgentStub(ch), generate_request(spec),
+                                            post_spec(spec, f"calibrate/{name}"))
         return relay.stage_s["generate"], relay.stage_s["stream+post"]
 
     asyncio.run(once("warm"))
@@ -89,6 +90,7 @@ def calibrate(address: str) -> tuple[float, float]:
 def direct_ratio(addresses: dict[str, str], jobs: int) -> float:
     """The machine's own two-vs-one ratio: jobs straight on each agent (no coordinator), one agent then both."""
     from artifex_agent.jobspec import JobSpec
+    from artifex_agent.jobspec_pb import generate_request, post_spec
     from artifex_agent.relay import generate_and_post
     from artifex_agent.transport.channel import AgentStub, open_channel
 
@@ -97,8 +99,8 @@ def direct_ratio(addresses: dict[str, str], jobs: int) -> float:
     async def loop(name: str) -> None:
         async with open_channel(addresses[name]) as ch:
             for i in range(jobs):
-                await generate_and_post(AgentStub(ch), AgentStub(ch), spec.generate_request(),
-                                        spec.post_spec(f"direct/{name}{i}"))
+                await generate_and_post(AgentStub(ch), AgentStub(ch), generate_request(spec),
+                                        post_spec(spec, f"direct/{name}{i}"))
 
     async def timed(names: list[str]) -> float:
         t0 = time.monotonic()

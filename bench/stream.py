@@ -88,9 +88,9 @@ from artifex_agent.transport import options
 options.tune_malloc() if {tune} else None
 from artifex_agent.config import AgentConfig
 from artifex_agent.engines.generation import GenerationResult
-from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.generate import GenerateService
+from artifex_agent.transport.methods import GENERATE
 
 class ReadyClip:
     """Hands the service a clip that is already there: the transport alone is timed."""
@@ -103,9 +103,8 @@ class ReadyClip:
 async def main():
     svc = GenerateService(ReadyClip(), AgentConfig(), Activity(), chunk_bytes={chunk})
     server = grpc.aio.server(options=options.SERVER_OPTIONS)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("artifex.v1.Generate", {{
-        "Generate": grpc.unary_stream_rpc_method_handler(svc.Generate,
-            request_deserializer=pb.GenerateRequest.FromString)}})])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(GENERATE.service, {{
+        GENERATE.method: GENERATE.handler(svc.Generate)}})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(port, flush=True)

@@ -8,4 +8,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
 .venv/bin/python scripts/gen_protos.py --check
 .venv/bin/ruff check artifex_agent tests bench scripts
 .venv/bin/mypy artifex_agent
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Three workers on two cores: most tests wait on agent processes, not the CPU. Tests sharing a session-
+# or module-scoped fixture stay on one worker (tests/conftest.py), so each pair of agents starts once.
+# Extra arguments come last and win (`-n 0` runs in one process).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 3 --dist loadgroup "$@"

@@ -29,6 +29,7 @@ def _bench(*args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_vram_bench_reports_every_placement_and_offload_keeps_the_bits() -> None:
     out = _bench("bench.vram", "--json", "--steps", "2", "--size", "128x128", "--frames", "9")
     rows = {r["placement"]: r for r in out["placements"]}
@@ -51,6 +52,7 @@ def test_vram_bench_reports_every_placement_and_offload_keeps_the_bits() -> None
     assert rows["none"]["s_per_step_vs_baseline"] == 1.0
 
 
+@pytest.mark.slow
 def test_gpu_check_tiny_runs_every_case_and_extrapolates() -> None:
     out = _bench("bench.gpu_check", "--tiny", "--json")
     assert out["tiny"] and out["device"] == "cpu" and out["cap_bytes"] is None
@@ -80,6 +82,7 @@ def test_gpu_check_tiny_runs_every_case_and_extrapolates() -> None:
     assert by[("none", "gguf", "latent")]["block_bytes"] < 0.6 * bf16
 
 
+@pytest.mark.slow
 def test_gpu_check_reports_a_placement_the_plan_refuses_as_a_row() -> None:
     # A plan budget far below any job: the real planner refuses before loading, and the check goes on.
     out = _bench("bench.gpu_check", "--tiny", "--json", "--budget-gib", "0.001", "--policies", "none,group",

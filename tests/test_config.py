@@ -8,6 +8,7 @@ import pytest
 
 from artifex_agent.config import ClusterConfig, is_loopback
 from artifex_agent.errors import ConfigError
+from artifex_agent.transport.security import call_metadata, channel_credentials
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -37,7 +38,7 @@ output_root = "renders"
 """))
     assert cfg.agent("pc1").models_root == Path("/data/models")
     assert cfg.agent("pc2").output_root == tmp_path / "renders"  # relative to the file
-    assert cfg.security.resolved_token() == "s3cret"
+    assert cfg.security.secrets.token == "s3cret"
     with pytest.raises(ConfigError, match="pass --name"):
         cfg.agent()
     with pytest.raises(ConfigError, match="no agent named 'pc3'"):
@@ -80,11 +81,49 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_token_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "tok").write_text("from-file\n")
-    cfg = ClusterConfig.load(_write(tmp_path, f"[security]\ntoken_file = '{tmp_path / 'tok'}'\n"))
+    path = _write(tmp_path, f"[security]\ntoken_file = '{tmp_path / 'tok'}'\n")
     monkeypatch.delenv("ARTIFEX_TOKEN", raising=False)
-    assert cfg.security.resolved_token() == "from-file"
+    assert ClusterConfig.load(path).security.secrets.token == "from-file"
     monkeypatch.setenv("ARTIFEX_TOKEN", "from-env")
-    assert cfg.security.resolved_token() == "from-env"
+    assert ClusterConfig.load(path).security.secrets.token == "from-env"
+
+
+def test_token_file_edited_after_load_is_seen_only_after_a_reload(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARTIFEX_TOKEN", raising=False)
+    (tmp_path / "tok").write_text("old\n")
+    cfg = ClusterConfig.load(_write(tmp_path, f"[security]\ntoken_file = '{tmp_path / 'tok'}'\n"))
+    (tmp_path / "tok").write_text("new\n")
+    assert cfg.security.secrets.token == "old"
+    # What a new client would send: the config's token, not the file's.
+    assert call_metadata(cfg.security.secrets.token) == (("authorization", "Bearer old"),)
+    assert cfg.security.resolve().token == "new" and cfg.security.secrets.token == "new"
+
+
+def test_a_missing_token_file_fails_where_the_token_is_needed_not_at_load(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARTIFEX_TOKEN", raising=False)
+    cfg = ClusterConfig.load(_write(tmp_path, f"[security]\ntoken_file = '{tmp_path / 'nope'}'\n"))
+    with pytest.raises(ConfigError, match="cannot read token_file"):
+        cfg.security.secrets  # noqa: B018 - the read is the point
+
+
+def test_tls_files_are_read_once_per_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ARTIFEX_TLS_CERT", "ARTIFEX_TLS_KEY", "ARTIFEX_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (tmp_path / name).write_bytes(b"first " + name.encode())
+    paths = "".join(f"tls_{key} = '{tmp_path / key}.pem'\n" for key in ("cert", "key", "ca"))
+    cfg = ClusterConfig.load(_write(tmp_path, f"[security]\n{paths}"))
+    # Replaced on disk (a new inode, as certbot or `certs` would): a config that read the files
+    # again for each channel would see the second version.
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (tmp_path / "next").write_bytes(b"second " + name.encode())
+        (tmp_path / "next").replace(tmp_path / name)
+    first = cfg.security.secrets
+    assert (first.tls_cert, first.tls_key, first.tls_ca) == (b"first cert.pem", b"first key.pem", b"first ca.pem")
+    assert channel_credentials(cfg.security) is channel_credentials(cfg.security)  # built once, shared
+    assert cfg.security.resolve().tls_cert == b"second cert.pem"
 
 
 def test_lora_budget_is_a_whole_number_of_mib() -> None:

@@ -21,6 +21,7 @@ from artifex_agent.jobspec import (
     JobSpec,
     check_idempotency_key,
 )
+from artifex_agent.jobspec_pb import generate_request, post_spec
 from artifex_agent.lora_ref import MAX_LORAS, LoraRef
 from artifex_agent.transport.options import MAX_CONTROL_BYTES, MAX_MESSAGE_BYTES
 
@@ -63,7 +64,7 @@ def _biggest(char: str = "a") -> dict[str, Any]:
     return {"prompts": [char * MAX_PROMPT_CHARS] * MAX_PROMPTS, "negative": char * MAX_PROMPT_CHARS,
             "model": "m" * MAX_NAME_BYTES, "encode_preset": "p" * MAX_NAME_BYTES, "output": path, "image": path,
             "upscale_model": path, "preset": "p" * MAX_NAME_BYTES,
-            "loras": [f"{i}{char * (190 // len(char.encode()))}:-4:high" for i in range(MAX_LORAS)],
+            "loras": [f"{i}{char * ((MAX_NAME_BYTES - 2) // len(char.encode()))}:-4:high" for i in range(MAX_LORAS)],
             "tags": {f"{i:0{MAX_TAG_KEY_CHARS}d}": char * MAX_TAG_VALUE_CHARS for i in range(MAX_TAGS)}}
 
 
@@ -160,7 +161,7 @@ def test_loras_scheduler_shift_boundary_and_preset_are_part_of_the_cache_and_bat
 
 def test_the_generate_request_carries_loras_scheduler_shift_and_boundary() -> None:
     spec = JobSpec.from_dict({"prompt": "a fox", "loras": ["ink:0.5:low"], "scheduler": "euler", "shift": 5})
-    req = spec.generate_request()
+    req = generate_request(spec)
     assert [(r.name, r.strength, r.expert) for r in req.loras] == [("ink", 0.5, "low")]
     assert req.scheduler == "euler" and req.shift == 5.0 and not req.HasField("boundary_ratio")
 
@@ -169,4 +170,4 @@ def test_a_stored_spec_from_before_presets_keeps_its_encoder_preset() -> None:
     old = '{"prompts": ["a fox"], "preset": "slow", "codec": "h264"}'
     spec = JobSpec.from_stored(old)
     assert (spec.encode_preset, spec.preset) == ("slow", "")
-    assert spec.post_spec("out").preset == "slow"
+    assert post_spec(spec, "out").preset == "slow"

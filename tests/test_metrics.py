@@ -17,7 +17,10 @@ from artifex_agent.metrics import metrics_url, scrape, total
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.relay import generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
+from tests.processes import link_models, started
 
+# Its own pair of agents (its counters start at zero), real jobs through them.
+pytestmark = pytest.mark.slow
 FRAMES, SIDE = 5, 32
 
 
@@ -28,10 +31,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[LocalCluster]:
     agents = {"gen": {"prefer": ["generate"], "metrics_port": free_port()},
               "post": {"prefer": ["post"], "metrics_port": free_port()}}
-    with LocalCluster(tmp_path_factory.mktemp("metrics"), agents=agents) as c:
+    with started(LocalCluster(link_models(tmp_path_factory.mktemp("metrics"), models_root), agents=agents)) as c:
         yield c
 
 

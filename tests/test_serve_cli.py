@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from artifex_agent.errors import ExitCode
@@ -36,6 +37,7 @@ def test_bad_config_exits_with_startup_failure(tmp_path: Path) -> None:
     assert "host:port" in proc.stderr
 
 
+@pytest.mark.slow
 def test_port_in_use_exits_with_startup_failure(tmp_path: Path) -> None:
     cfg = write_cluster_toml(tmp_path / "c.toml", {"a": {"listen": "127.0.0.1:0", "output_root": str(tmp_path)}})
     first = start_agent(cfg, "a", tmp_path)

@@ -46,6 +46,9 @@ def test_unit_restarts_on_failure_but_not_on_config_errors(unit: Path) -> None:
     assert command[0] == INSTALLED
     assert command[1] == {"artifex-agent": "serve", "artifex-coordinator": "coordinator",
                           "artifex-watcher": "watch"}[unit.stem]
+    # `systemctl reload` = SIGHUP = re-read the token and TLS files (the watcher has no reload).
+    reload = ["/bin/kill -HUP $MAINPID"] if unit.stem != "artifex-watcher" else []
+    assert _directives(text, "ExecReload") == reload
 
 
 def test_agent_unit_hardening_leaves_the_gpu_reachable() -> None:

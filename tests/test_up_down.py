@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from artifex_agent.cli import up
 from artifex_agent.cli.main import COMMANDS
@@ -51,6 +52,7 @@ def test_up_plans_only_what_listens_on_this_machine(tmp_path: Path) -> None:
     assert up.is_local("0.0.0.0:1", "127.0.0.1:1", set()) and not up.is_local("10.0.0.2:1", "", {"10.0.0.1"})
 
 
+@pytest.mark.slow
 def test_up_starts_the_local_agents_and_down_stops_them(tmp_path: Path) -> None:
     ports = {"pc1": free_port(), "pc2": free_port()}
     config, state = _config(tmp_path, ports), tmp_path / "state"
@@ -80,6 +82,7 @@ def test_up_starts_the_local_agents_and_down_stops_them(tmp_path: Path) -> None:
     assert "nothing to stop" in cli("down", "--state-dir", str(state)).stdout
 
 
+@pytest.mark.slow
 def test_up_reports_an_agent_that_cannot_start(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -81,7 +81,7 @@ def problems(cluster: ClusterConfig) -> list[str]:
 
     found: list[str] = []
     try:
-        token = cluster.security.resolved_token()
+        token = cluster.security.secrets.token
     except ArtifexError as exc:
         found.append(str(exc))
         token = "?"

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from artifex_agent.cli.direct import print_result, run_direct
-from artifex_agent.cli.jobargs import parse_size
+from artifex_agent.cli.jobargs import parse_size, to_messages
 from artifex_agent.cli.options import env
 from artifex_agent.config import default_home
+from artifex_agent.jobspec import JobSpec
 from artifex_agent.local_cluster import LocalCluster
-from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 
 def add_parser(sub: Any) -> None:
@@ -31,6 +31,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--upscale", type=int, default=4)
+    # The two codecs every PyAV wheel encodes quickly at the demo's tiny size (of vocabulary.CODECS).
     p.add_argument("--codec", default="h264", choices=["h264", "hevc"])
     p.add_argument("--fresh", action="store_true", help="rebuild the checkpoint and start from an empty workdir")
     p.add_argument("--no-progress", action="store_true")
@@ -41,12 +42,10 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(args.workdir)
     with LocalCluster(args.workdir, log=print) as cluster:
         width, height = args.size
-        request = pb.GenerateRequest(
-            model=cluster.model, task=pb.TASK_T2V, prompts=[args.prompt], width=width, height=height,
-            num_frames=args.frames, steps=args.steps, guidance_scale=args.guidance, seed=args.seed, fps=16,
-            output=pb.PAYLOAD_KIND_RGB24)
-        spec = pb.PostSpec(output_name=f"demo-{time.strftime('%Y%m%d-%H%M%S')}", upscale=args.upscale,
-                           codec=args.codec, crf=20, fps=16, encoder="auto", encode=True)
+        job = JobSpec(prompts=[args.prompt], model=cluster.model, width=width, height=height, frames=args.frames,
+                      steps=args.steps, guidance=args.guidance, seed=args.seed, fps=16.0, upscale=args.upscale,
+                      codec=args.codec, crf=20, output=f"demo-{time.strftime('%Y%m%d-%H%M%S')}").validate()
+        request, spec = to_messages(job)
         print(f"generating on agent 'gen' ({cluster.address('gen')}), post-processing on 'post' "
               f"({cluster.address('post')})")
         result = asyncio.run(run_direct(cluster.config, "gen", "post", request, spec, progress=not args.no_progress))

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from artifex_agent.cli.progress import StageProgress
 from artifex_agent.config import ClusterConfig
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.relay import RelayResult, generate_and_post
-from artifex_agent.split.client import SplitResult
-from artifex_agent.split.direct import run_split_direct
 from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.wire_enums import result_codec, result_encoder
+
+if TYPE_CHECKING:
+    from artifex_agent.split.client import SplitResult
 
 
 async def run_direct(cluster: ClusterConfig, gen_name: str, post_name: str, request: Any, spec: Any,
                      progress: bool = True) -> RelayResult:
     """Relay one job between two configured agents with progress bars."""
-    token = cluster.security.resolved_token()
+    token = cluster.security.secrets.token
     gen_cfg, post_cfg = cluster.agent(gen_name), cluster.agent(post_name)
     gen_ch = open_channel(gen_cfg.dial_address, cluster.security)
     post_ch = gen_ch if post_cfg.dial_address == gen_cfg.dial_address else \
@@ -37,8 +39,8 @@ def print_result(r: RelayResult) -> None:
     res = r.result
     for path, digest in zip(res.output_paths, res.sha256, strict=False):
         print(f"output: {path}  sha256 {digest[:16]}…")
-    print(f"frames: {res.frames}  size: {res.width}x{res.height}  codec: {res.codec} ({res.encoder})  "
-          f"bytes: {res.output_bytes}")
+    print(f"frames: {res.frames}  size: {res.width}x{res.height}  codec: {result_codec(res)} "
+          f"({result_encoder(res)})  bytes: {res.output_bytes}")
     stages = "  ".join(f"{k} {v:.2f}s" for k, v in r.stage_s.items())
     print(f"time: total {r.total_s:.2f}s  {stages}")
 
@@ -46,10 +48,14 @@ def print_result(r: RelayResult) -> None:
 def run_split(cluster: ClusterConfig, gen_name: str, post_name: str, request: pb.GenerateRequest,
               spec: pb.PostSpec, *, split: str, decode_on: str, progress: bool = True) -> int:
     """Run one job split across the two agents with progress bars and print what happened."""
+    # Imported here: split/ needs torch (a second of start-up), and every CLI command imports this module
+    # through `submit`, so `coordinator`, `watch` and `jobs` would pay for it on each start.
+    from artifex_agent.split.direct import run_split_direct
+
     with StageProgress(enabled=progress) as bars:
         def on_progress(source: str, p: pb.Progress) -> None:
             # StageProgress keys the post-processing bar on source "post".
-            bars.update("post" if p.stage in ("receive", "post") else source, p)
+            bars.update("post" if p.current_stage in (pb.STAGE_RECEIVE, pb.STAGE_POST) else source, p)
 
         result = asyncio.run(run_split_direct(cluster, gen_name, post_name, request, spec, split=split,
                                               decode_on=decode_on, on_progress=on_progress))
@@ -63,8 +69,8 @@ def print_split_result(r: SplitResult) -> None:
     if res is not None:
         for path, digest in zip(res.output_paths, res.sha256, strict=False):
             print(f"output: {path}  sha256 {digest[:16]}…")
-        print(f"frames: {res.frames}  size: {res.width}x{res.height}  codec: {res.codec} ({res.encoder})  "
-              f"bytes: {res.output_bytes}  link payload: {res.payload_bytes} bytes")
+        print(f"frames: {res.frames}  size: {res.width}x{res.height}  codec: {result_codec(res)} "
+              f"({result_encoder(res)})  bytes: {res.output_bytes}  link payload: {res.payload_bytes} bytes")
     how = {"experts": "expert split", "cfg": "CFG-parallel", "none": "whole"}[r.mode]
     print(f"split: {how} on {' + '.join(r.ran_on)}" + (f"  (failover: {r.failover})" if r.failover else ""))
     if r.stats.handoff_bytes:

@@ -11,8 +11,10 @@ from typing import Any
 from artifex_agent.cli.options import env
 from artifex_agent.errors import RequestError
 from artifex_agent.jobspec import PRESET_FIELDS, JobSpec
+from artifex_agent.jobspec_pb import generate_request, post_spec
 from artifex_agent.lora_ref import SCHEDULERS, LoraRef
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.vocabulary import CODEC_NAMES, ENCODERS
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -52,11 +54,11 @@ def add_job_arguments(p: argparse.ArgumentParser, *, model_default: str = "wan2.
     p.add_argument("--upscale", default=env("--upscale", 1), type=int, help="integer upscale factor")
     p.add_argument("--upscale-model", default=env("--upscale-model", ""),
                    help="upscale model file under models_root/upscale (default: plain resampler)")
-    p.add_argument("--codec", default=env("--codec", "h264"), choices=["h264", "hevc", "h265", "av1", "vp9"])
+    p.add_argument("--codec", default=env("--codec", "h264"), choices=CODEC_NAMES)
     p.add_argument("--crf", default=env("--crf", 18), type=int)
     p.add_argument("--encode-preset", default=env("--encode-preset", ""),
                    help="the encoder's preset (x264 medium, slow...; NVENC p1..p7); was --preset")
-    p.add_argument("--encoder", default=env("--encoder", "auto"), choices=["auto", "software", "nvenc"])
+    p.add_argument("--encoder", default=env("--encoder", "auto"), choices=ENCODERS)
     p.add_argument("--output", default=env("--output", ""), help="output name under the post agent's output_root")
 
 
@@ -86,7 +88,7 @@ def job_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def to_messages(spec: JobSpec, image: Path | None = None) -> tuple[pb.GenerateRequest, pb.PostSpec]:
     """The GenerateRequest and PostSpec of a (resolved) spec, with the i2v image's bytes sent along."""
-    request = spec.generate_request()
+    request = generate_request(spec)
     if image is not None:
         try:
             request.image = Path(image).read_bytes()
@@ -94,7 +96,7 @@ def to_messages(spec: JobSpec, image: Path | None = None) -> tuple[pb.GenerateRe
             raise RequestError(f"cannot read image {image}: {exc.strerror}") from None
         request.task, request.image_path = pb.TASK_I2V, ""
     name = spec.output or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(spec.prompts[0])}"
-    return request, spec.post_spec(name)
+    return request, post_spec(spec, name)
 
 
 def _slug(text: str) -> str:

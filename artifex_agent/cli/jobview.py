@@ -10,6 +10,7 @@ from rich.console import Console
 from artifex_agent.cli.progress import StageProgress
 from artifex_agent.client import Job, JobsClient
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.wire_enums import stage_to_pb
 
 STATE_COLORS = {"queued": "cyan", "running": "yellow", "done": "green", "failed": "red", "cancelled": "magenta"}
 
@@ -58,10 +59,11 @@ def follow(client: JobsClient, job_id: str, progress: bool = True) -> Job:
         for event in client.watch(job_id):
             if event.kind == "progress":
                 source = "post" if event.stage in ("receive", "post") else "generate"
-                bars.update(source, pb.Progress(stage=event.stage, step=event.step, total=event.total))
+                bars.update(source, pb.Progress(current_stage=stage_to_pb(event.stage), step=event.step,
+                                                total=event.total))
             else:
                 text = f"job {job_id}" + (f" ({event.job.stage})" if event.job and event.job.stage else "") \
-                    if event.message == "now" else event.message
+                    if event.snapshot else event.message
                 bars.console.print(f"[{STATE_COLORS.get(event.state, '')}]{event.state:9}[/] {text}", highlight=False)
                 if event.kind == "state" and event.state == "done":
                     for task in bars.progress.tasks:  # the last progress events may have been thinned out

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.wire_enums import stage_from_pb
 
 _LABELS = {"denoise": "denoising", "stream": "streaming", "receive": "receiving", "post": "upscale+encode"}
 
@@ -29,7 +30,7 @@ class StageProgress:
         self.progress.__exit__(et, e, tb)
 
     def update(self, source: str, p: pb.Progress) -> None:
-        stage = "post" if source == "post" else p.stage
+        stage = "post" if source == "post" else stage_from_pb(p.current_stage)
         if stage not in _LABELS:
             return
         if stage not in self.tasks:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 from artifex_agent.cli.options import add_config, env
 from artifex_agent.config import ClusterConfig
-from artifex_agent.errors import ExitCode
-from artifex_agent.lifecycle import install_event_loop, write_port_file
+from artifex_agent.lifecycle import serve
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +49,4 @@ def run(args: argparse.Namespace) -> int:
     from artifex_agent.server import Agent
 
     cluster, cfg = build_agent_config(args)
-    agent = Agent(cluster, cfg, grace_s=args.grace)
-
-    async def serve() -> None:
-        await agent.startup()
-        if args.port_file:
-            write_port_file(args.port_file, agent.port)
-        await agent.serve_until_stopped()
-
-    install_event_loop()
-    asyncio.run(serve())
-    return int(ExitCode.OK)
+    return serve(Agent(cluster, cfg, grace_s=args.grace), port_file=args.port_file)

@@ -21,6 +21,7 @@ from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ExitCode, RequestError
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.presets import resolve
+from artifex_agent.vocabulary import DECODE_ON, SPLITS
 
 
 def add_parser(sub: Any) -> None:
@@ -40,10 +41,10 @@ def add_parser(sub: Any) -> None:
                    help="direct mode: the agent that generates (bypasses the coordinator)")
     p.add_argument("--post-on", default=env("--post-on"), help="direct mode: the agent that post-processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--split", default=env("--split", "none"), choices=["none", "experts", "cfg", "auto"],
+    p.add_argument("--split", default=env("--split", "none"), choices=SPLITS,
                    help="one job on both agents: experts (high-noise expert on --generate-on, low-noise on "
                         "--post-on), cfg (conditional and unconditional passes on both), auto (docs/split.md)")
-    p.add_argument("--decode-on", default=env("--decode-on", "generate"), choices=["generate", "post"],
+    p.add_argument("--decode-on", default=env("--decode-on", "generate"), choices=DECODE_ON,
                    help="where the VAE decodes: post sends latents over the link instead of frames")
 
 

@@ -57,7 +57,7 @@ class Poller:
 
     def __init__(self, cluster: ClusterConfig) -> None:
         self.cluster = cluster
-        self.token = cluster.security.resolved_token()
+        self.token = cluster.security.secrets.token
         self.channels: dict[str, grpc.aio.Channel] = {}
 
     async def agent(self, name: str) -> AgentView:

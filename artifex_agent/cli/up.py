@@ -177,7 +177,7 @@ async def _wait_ready(comp: Component, cluster: ClusterConfig, proc: Any, port_f
         await asyncio.sleep(2.0)
         _check_alive(proc)
         return ""
-    token = cluster.security.resolved_token()
+    token = cluster.security.secrets.token
     last = "no answer"
     async with open_channel(address, cluster.security) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import sys
-import threading
 from typing import Any
 
 from artifex_agent.cli.options import add_config, env
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ExitCode
+from artifex_agent.lifecycle import serve
 
 
 def add_parser(sub: Any) -> None:
@@ -46,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
     watcher = Watcher(cluster, connect(cluster), force_polling=args.polling, models=ModelCatalog(cluster).known)
     if args.once:
         return _once(watcher)
-    _install_signals(watcher)
-    watcher.run()
-    return int(ExitCode.OK)
+    return serve(watcher)
 
 
 def _once(watcher: Any) -> int:
@@ -66,22 +62,3 @@ def _once(watcher: Any) -> int:
         watcher.shutdown()
     return int(ExitCode.OK)
 
-
-def _install_signals(watcher: Any) -> None:
-    """First SIGINT/SIGTERM: stop after the current step; a second one: exit now."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    hits = {"n": 0}
-
-    def handler(signum: int, _frame: Any) -> None:
-        hits["n"] += 1
-        if hits["n"] > 1:
-            sys.exit(int(ExitCode.INTERRUPTED))
-        logging.getLogger("artifex_agent.watcher").info("stopping (signal %d); again to exit now", signum)
-        watcher.request_stop()
-
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if sys.platform == "win32":
-        signals.append(signal.SIGBREAK)  # what the launcher sends a child on Windows
-    for sig in signals:
-        signal.signal(sig, handler)

@@ -17,14 +17,12 @@ from artifex_agent.jobspec import JobSpec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport.channel import AgentStub, open_channel
 from artifex_agent.transport.security import call_metadata
+from artifex_agent.vocabulary import encoders_for
 
 logger = logging.getLogger(__name__)
 
 # Info (models, encoders) is fetched when an agent comes up, then refreshed this often.
 INFO_REFRESH_S = 30.0
-# codec -> encoders that can write it (names as Diagnostics.Info reports them).
-_ENCODERS = {"h264": ("h264_nvenc", "libx264"), "hevc": ("hevc_nvenc", "libx265"),
-             "h265": ("hevc_nvenc", "libx265"), "av1": ("av1_nvenc", "libsvtav1"), "vp9": ("libvpx-vp9",)}
 
 
 @dataclass
@@ -68,12 +66,7 @@ class AgentHandle:
             return False
         if self.info is None or not self.info.encoders:
             return True
-        usable = [e for e in _ENCODERS.get(spec.codec, ()) if e in self.info.encoders]
-        if spec.encoder == "nvenc":
-            usable = [e for e in usable if e.endswith("_nvenc")]
-        elif spec.encoder == "software":
-            usable = [e for e in usable if not e.endswith("_nvenc")]
-        return bool(usable)
+        return any(e in self.info.encoders for e in encoders_for(spec.codec, spec.encoder))
 
 
 class AgentPool:
@@ -84,7 +77,7 @@ class AgentPool:
         self.cluster = cluster
         self.interval_s = interval_s
         self.on_change = on_change or (lambda: None)
-        self.token = cluster.security.resolved_token()
+        self.token = cluster.security.secrets.token
         self.agents: dict[str, AgentHandle] = {}
         self._task: asyncio.Task[None] | None = None
 

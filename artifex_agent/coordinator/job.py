@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 from artifex_agent.jobspec import JobSpec
+from artifex_agent.vocabulary import JOB_STATES, JobState
+from artifex_agent.vocabulary import TERMINAL as TERMINAL
 
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-STATES: tuple[JobState, ...] = get_args(JobState)
-TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+# The states are vocabulary (wire_enums maps jobs.proto's JobState to them); the moves between them are here.
+STATES: tuple[JobState, ...] = JOB_STATES
 
 # Every move a job can make: the states it may make it from, and the state it ends in.
 MOVES: dict[str, tuple[frozenset[JobState], JobState]] = {

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Sequence
 from artifex_agent.coordinator.job import TERMINAL, Job
 from artifex_agent.coordinator.messages import JobEvent
 from artifex_agent.coordinator.scheduler import Scheduler, new_id
-from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
+from artifex_agent.errors import ArtifexError, NotFoundError
 from artifex_agent.jobspec import JobSpec, check_idempotency_key
 from artifex_agent.presets import Preset, resolve
 from artifex_agent.presets import builtin as builtin_presets
+from artifex_agent.vocabulary import check_seeds, clip_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ class JobQueue:
 
     def check(self, spec: JobSpec) -> None:
         """Refuse what no agent can run, beyond JobSpec's own checks (RequestError)."""
-        if not 0 <= spec.seed < 2**63:
-            raise RequestError(f"seed must be within 0..2**63-1; got {spec.seed}")
+        # JobSpec.validate checks this too; a spec built in Python may not have been validated.
+        check_seeds(clip_seeds(spec.seed, len(spec.prompts)))
         self.scheduler.check_model(spec.model)
 
     async def submit(self, spec: JobSpec, idempotency_key: str = "") -> tuple[Job, bool]:
@@ -100,8 +101,8 @@ class JobQueue:
                 if history:
                     for event in await self.scheduler.history(job_id):
                         yield event
-                yield JobEvent(job.id, "state", job.state, stage=job.stage, message="now", agent=job.agent,
-                               time=time.time(), job=job)
+                yield JobEvent(job.id, "state", job.state, stage=job.stage, agent=job.agent, time=time.time(),
+                               job=job, snapshot=True)
                 if job.terminal:
                     return
             while True:

@@ -18,6 +18,8 @@ import xxhash
 
 from artifex_agent.coordinator.messages import Job
 from artifex_agent.errors import StreamError
+from artifex_agent.jobspec_pb import generate_request as job_request
+from artifex_agent.jobspec_pb import post_spec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.relay import RemoteError, generate_and_post
 from artifex_agent.transport import frames, wire
@@ -41,9 +43,9 @@ def generate_request(jobs: list[Job], batch_id: str) -> pb.GenerateRequest:
     """One request for every prompt of every job, each clip with its own job's seed."""
     first = jobs[0].spec
     if len(jobs) == 1:
-        return first.generate_request(job_id=jobs[0].id)
+        return job_request(first, job_id=jobs[0].id)
     prompts = [p for job in jobs for p in job.spec.prompts]
-    request = first.generate_request(job_id=batch_id, prompts=prompts)
+    request = job_request(first, job_id=batch_id, prompts=prompts)
     request.seeds.extend(job.spec.seed + i for job in jobs for i in range(len(job.spec.prompts)))
     return request
 
@@ -53,7 +55,7 @@ async def run_batch(gen: AgentStub, post: AgentStub, jobs: list[Job], batch_id: 
     """Each job's PostResult, or the error that stopped it; errors of the Generate call are raised."""
     request = generate_request(jobs, batch_id)
     if len(jobs) == 1:
-        spec = jobs[0].spec.post_spec(output_name(jobs[0]), job_id=jobs[0].id)
+        spec = post_spec(jobs[0].spec, output_name(jobs[0]), job_id=jobs[0].id)
         relay = await generate_and_post(gen, post, request, spec, lambda s, p: on_progress(None, s, p),
                                         gen_name=gen_name, post_name=post_name)
         return [relay.result]
@@ -104,7 +106,7 @@ async def _split_relay(gen: AgentStub, post: AgentStub, request: pb.GenerateRequ
                        on_progress: BatchProgress, gen_name: str,
                        post_name: str) -> list[pb.PostResult | BaseException]:
     clips = [len(job.spec.prompts) for job in jobs]
-    specs = [job.spec.post_spec(output_name(job), job_id=job.id) for job in jobs]
+    specs = [post_spec(job.spec, output_name(job), job_id=job.id) for job in jobs]
     streams: list[_JobStream] = []
     receiver = frames.FrameReceiver()
     gen_call = gen.generate(request)

@@ -18,7 +18,8 @@ from artifex_agent.relay import RemoteError
 
 logger = logging.getLogger(__name__)
 
-# The request itself is wrong (or not allowed): never retried.
+# The request itself is wrong (or not allowed): never retried. The one list of refusals; the
+# watcher takes it less the codes it waits out instead (watcher/submitter.REFUSAL_CODES).
 REFUSALS = frozenset({
     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OUT_OF_RANGE,

@@ -33,13 +33,15 @@ from artifex_agent.coordinator.retry import backoff_s, classify
 from artifex_agent.coordinator.store import Store
 from artifex_agent.errors import RequestError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.vocabulary import Stage
+from artifex_agent.wire_enums import stage_from_pb
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Agent progress stages -> what the job is doing.
-_STAGE = {"queued": "generating", "load": "generating", "denoise": "generating", "decode": "generating",
-          "stream": "streaming", "receive": "streaming", "post": "post"}
+# Agent progress stages -> what the job is doing (others, "unspecified" among them, pass as they are).
+_STAGE: dict[str, Stage] = {"queued": "generating", "denoise": "generating", "decode": "generating",
+                            "stream": "streaming", "receive": "streaming", "post": "post"}
 
 
 PROGRESS_EVERY_S = 0.2
@@ -366,25 +368,26 @@ class Scheduler:
             self._run_of.pop(entry.job.id, None)
 
     def _progress(self, run: Run, index: int | None, source: str, p: pb.Progress) -> None:
-        if source == "generate" and p.stage == "stream" and not run.gen_released:
+        said = stage_from_pb(p.current_stage)  # a newer agent's stage arrives as "unspecified"
+        if source == "generate" and said == "stream" and not run.gen_released:
             # Frames are out of the GPU: the agent can start its next generation while they stream.
             run.gen_released, run.posting = True, True
             run.gen.generating -= 1
             run.post.posting += 1
             self.wake()
-        stage = "post" if source == "post" and p.stage != "receive" else _STAGE.get(p.stage, p.stage)
+        stage = "post" if source == "post" and said != "receive" else _STAGE.get(said, said)
         now = time.monotonic()
         # At most a few progress events a second per job (a stage change or a last step always):
         # watchers want to see movement, not pay for every step of a fast stage.
-        if (p.stage, p.step == p.total) == run.last_progress[1:] and now - run.last_progress[0] < PROGRESS_EVERY_S:
+        if (said, p.step == p.total) == run.last_progress[1:] and now - run.last_progress[0] < PROGRESS_EVERY_S:
             for entry in run.entries if index is None else [run.entries[index]]:
                 entry.job.advance(stage)
             return
-        run.last_progress = (now, p.stage, p.step == p.total)
+        run.last_progress = (now, said, p.step == p.total)
         agent = run.gen.name if source == "generate" else run.post.name
         for entry in run.entries if index is None else [run.entries[index]]:
             entry.job.advance(stage)
-            self.bus.publish(JobEvent(entry.job.id, "progress", "running", stage=p.stage, step=p.step, total=p.total,
+            self.bus.publish(JobEvent(entry.job.id, "progress", "running", stage=said, step=p.step, total=p.total,
                                       message=p.message, agent=agent, time=time.time()))
 
     async def _finish(self, run: Run, results: list[Any]) -> None:

@@ -1,15 +1,13 @@
-"""The coordinator process: open the store, start the Jobs server and the scheduler, stop gracefully."""
+"""The coordinator process: the store, the scheduler and the Jobs server (lifecycle.serve runs it)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from artifex_agent.config import ClusterConfig
 from artifex_agent.coordinator.cache import ResultsCache
@@ -18,38 +16,42 @@ from artifex_agent.coordinator.jobs import JobQueue
 from artifex_agent.coordinator.scheduler import Scheduler
 from artifex_agent.coordinator.service import JobsService
 from artifex_agent.coordinator.store import Store
-from artifex_agent.errors import ConfigError, ExitCode
+from artifex_agent.errors import ConfigError
+from artifex_agent.lifecycle import GrpcService, bind
 from artifex_agent.lockfile import InstanceLock
 from artifex_agent.metrics import Metrics
-from artifex_agent.proto.artifex.v1 import jobs_pb2_grpc
 from artifex_agent.services.guard import UnknownMethods
 from artifex_agent.transport import options
-from artifex_agent.transport.security import TokenInterceptor, check_bind_allowed, server_credentials
+from artifex_agent.transport.methods import JOBS_SERVICES, jobs_handlers
+from artifex_agent.transport.security import TokenInterceptor, check_bind_allowed, reload_security, server_credentials
 
 logger = logging.getLogger(__name__)
 
-SERVICE = "artifex.v1.Jobs"
+(SERVICE,) = JOBS_SERVICES
 
 
 @dataclass
-class Coordinator:
+class Coordinator(GrpcService):
     """One coordinator: its store, scheduler and gRPC server."""
 
     cluster: ClusterConfig
     grace_s: float = 10.0
-    port: int = 0
     server: grpc.aio.Server | None = None
     scheduler: Scheduler | None = None
-    health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: Metrics | None = None
     _metrics_task: asyncio.Task[None] | None = None
     _lock: InstanceLock | None = None
+    # Always installed (an empty token lets every call through), so a reload can start requiring one.
+    token_check: TokenInterceptor = field(default_factory=lambda: TokenInterceptor("", "coordinator"))
+
+    @property
+    def health_services(self) -> Sequence[str]:
+        return (SERVICE,)
 
     async def startup(self) -> None:
         """Open everything and start serving; ConfigError when it cannot (exit code 3)."""
         cfg, security = self.cluster.coordinator, self.cluster.security
-        token = security.resolved_token()
+        token = security.secrets.token
         check_bind_allowed(cfg.listen, security, token)
         if not self.cluster.agents:
             raise ConfigError("no agents in the config: add [agents.NAME] tables")
@@ -71,29 +73,20 @@ class Coordinator:
             self._metrics_task = asyncio.create_task(self._report_queue())
         await self.scheduler.start()
         await self.server.start()
-        for service in ("", SERVICE):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving()
         logger.info("coordinator listening on %s (port %d), database %s, %d agent(s): %s", cfg.listen, self.port,
                     cfg.database, len(self.cluster.agents), ", ".join(a.name for a in self.cluster.agents))
 
     def _listen(self, store: Store) -> tuple[Scheduler, grpc.aio.Server]:
         """The scheduler and the gRPC server bound to the configured address (neither started yet)."""
         cfg, security = self.cluster.coordinator, self.cluster.security
-        token = security.resolved_token()
         scheduler = Scheduler(self.cluster, store, EventBus(), ResultsCache(cfg.results_cache))
-        interceptors = [TokenInterceptor(token, "coordinator")] if token else []
-        server = grpc.aio.server(interceptors=interceptors, options=options.SERVER_OPTIONS)
-        jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(JobQueue(scheduler, self.cluster.presets)), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.token_check.set_token(security.secrets.token)
+        server = grpc.aio.server(interceptors=[self.token_check], options=options.SERVER_OPTIONS)
+        server.add_generic_rpc_handlers(jobs_handlers(JobsService(JobQueue(scheduler, self.cluster.presets))))
+        self.add_health(server)
         server.add_generic_rpc_handlers([UnknownMethods("coordinator")])
-        creds = server_credentials(security)
-        try:
-            self.port = (server.add_secure_port(cfg.listen, creds) if creds is not None
-                         else server.add_insecure_port(cfg.listen))
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {cfg.listen}: {exc} (is another coordinator running?)") from None
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {cfg.listen} (address in use or not on this machine?)")
+        self.port = bind(server, cfg.listen, server_credentials(security))
         return scheduler, server
 
     async def _report_queue(self, every_s: float = 1.0) -> None:
@@ -103,16 +96,18 @@ class Coordinator:
             self.metrics.set_queue_depth(await self.scheduler.call(self.scheduler.store.counts))
             await asyncio.sleep(every_s)
 
-    def request_stop(self) -> None:
-        """Signal handlers call this; it only sets a flag (a second request exits at once)."""
-        if self._stop.is_set():
-            logger.warning("second stop request: exiting now")
-            sys.exit(int(ExitCode.INTERRUPTED))
-        self._stop.set()
+    def reload(self) -> None:
+        """SIGHUP: the token and TLS files read again; new calls, health checks and channels use them."""
+        token = reload_security(self.cluster.security, self.token_check, "coordinator")
+        if token is not None and self.scheduler is not None:
+            # The pool's channels stay open (running stages keep going); only their calls' token changes.
+            pool = self.scheduler.pool
+            pool.token = token
+            for agent in pool:
+                agent.stub.token = token
 
-    async def shutdown(self) -> None:
-        """NOT_SERVING, refuse new calls, let runs finish for grace_s, requeue the rest, close the store."""
-        await self.health.enter_graceful_shutdown()
+    async def close(self) -> None:
+        """Refuse new calls, let runs finish for grace_s, requeue the rest, close the store."""
         if self.scheduler is not None:
             await self.scheduler.drain(self.grace_s)
         if self.server is not None:
@@ -127,15 +122,3 @@ class Coordinator:
         if self._lock is not None:
             self._lock.release()
         logger.info("coordinator stopped")
-
-    async def serve_until_stopped(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self.request_stop)
-            except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
-                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.request_stop))
-        try:
-            await self._stop.wait()
-        finally:
-            await self.shutdown()

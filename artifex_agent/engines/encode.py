@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -18,28 +18,18 @@ from av.video.reformatter import Colorspace
 
 from artifex_agent.engines.temp_files import TempFile
 from artifex_agent.errors import RequestError
+from artifex_agent.vocabulary import CODEC_ENCODERS, CODECS, VIDEO_ENCODERS, CodecName, EncoderChoice, canonical_codec
 
 logger = logging.getLogger(__name__)
 
 # SVT-AV1 prints a banner to stderr on every open; keep its warnings, unless the user chose a level.
 os.environ.setdefault("SVT_LOG", "2")
 
-Codec = Literal["h264", "hevc", "h265", "av1", "vp9"]
-EncoderChoice = Literal["auto", "software", "nvenc"]
-
-# codec -> (NVENC encoder or None, software encoder)
-ENCODERS: dict[str, tuple[str | None, str]] = {
-    "h264": ("h264_nvenc", "libx264"),
-    "hevc": ("hevc_nvenc", "libx265"),
-    "av1": ("av1_nvenc", "libsvtav1"),
-    "vp9": (None, "libvpx-vp9"),
-}
-CODEC_ALIASES = {"h265": "hevc", "avc": "h264", "x264": "h264"}
-PROBED_ENCODERS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc", "libx264", "libx265", "libsvtav1", "libvpx-vp9")
+# Codec names, aliases and their encoders are vocabulary (artifex_agent/vocabulary.py).
 # suffix -> (container format, codecs it may hold)
 CONTAINERS: dict[str, tuple[str, frozenset[str]]] = {
-    ".mp4": ("mp4", frozenset(ENCODERS)),
-    ".mkv": ("matroska", frozenset(ENCODERS)),
+    ".mp4": ("mp4", frozenset(CODECS)),
+    ".mkv": ("matroska", frozenset(CODECS)),
     ".webm": ("webm", frozenset({"vp9", "av1"})),
 }
 X264_PRESETS = (
@@ -79,7 +69,7 @@ _CHUNK = 1 << 20
 @functools.cache
 def _probe() -> tuple[str, ...]:
     found = []
-    for name in PROBED_ENCODERS:
+    for name in VIDEO_ENCODERS:
         try:
             ctx: Any = av.CodecContext.create(name, "w")  # a VideoCodecContext; PyAV's stubs say CodecContext
             ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
@@ -175,7 +165,7 @@ class VideoEncoder:
         height: int,
         fps: float | Fraction,
         *,
-        codec: Codec = "h264",
+        codec: CodecName = "h264",
         crf: int = 18,
         preset: str = "",
         encoder: EncoderChoice = "auto",
@@ -183,9 +173,7 @@ class VideoEncoder:
     ) -> None:
         self.path = Path(path)
         self.temp: TempFile | None = None
-        self.codec = CODEC_ALIASES.get(codec, codec)
-        if self.codec not in ENCODERS:
-            raise RequestError(f"unknown codec {codec!r} (use h264, hevc, av1 or vp9)")
+        self.codec = canonical_codec(codec)
         suffix = self.path.suffix.lower()
         if suffix not in CONTAINERS:
             raise RequestError(f"output {self.path.name!r}: unsupported container (use {', '.join(CONTAINERS)})")
@@ -227,7 +215,7 @@ class VideoEncoder:
         )
 
     def _candidates(self, choice: EncoderChoice) -> list[str]:
-        nvenc, software = ENCODERS[self.codec]
+        nvenc, software = CODEC_ENCODERS[self.codec]
         if choice == "software":
             return [software]
         usable = available_encoders()

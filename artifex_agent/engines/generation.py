@@ -18,12 +18,11 @@ import numpy as np
 import PIL.Image
 import torch
 
-from artifex_agent.engines import lora, schedulers, weights
+from artifex_agent.engines import lora, oom, schedulers, weights
 from artifex_agent.engines import placement as placing
 from artifex_agent.engines.gpu import (
     apply_memory_fraction,
     configure_allocator,
-    is_oom,
     release_memory,
     resolve_device,
     resolve_dtype,
@@ -34,6 +33,7 @@ from artifex_agent.engines.prompts import PromptEncoder
 from artifex_agent.engines.vram import JobPlan, JobPlanner, MissLog
 from artifex_agent.errors import ArtifexError, ExitCode, RequestError, ResourceError
 from artifex_agent.lora_ref import LoraRef, check_loras
+from artifex_agent.vocabulary import check_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -221,23 +221,14 @@ class GenerationEngine:
                     raise GenerationCancelled(f"cancelled after step {i + 1} of {pipeline.num_timesteps}")
                 return {}
 
-            oom = ""
-            try:
+            def run() -> Any:
                 with scoped:
-                    output = pipe(**kwargs, callback_on_step_end=step_end).frames
-            except Exception as exc:
-                if not is_oom(exc):
-                    placing.after_run(resident.pipe, resident.placement)
-                    raise
-                oom = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if oom:
-                # Outside the except block, so the traceback's frames (holding activations) are gone first.
-                placing.after_run(resident.pipe, resident.placement)
-                release_memory()
-                logger.warning("out of memory on %s: %s", self.device, oom)
+                    return pipe(**kwargs, callback_on_step_end=step_end).frames
+
+            output = oom.guarded(
+                run, self._oom_advice(req), cleanup=lambda: placing.after_run(resident.pipe, resident.placement),
                 # Kept so the plan's estimates can be checked against what really happened.
-                self.misses.record(plan, resident.placement, oom)
-                raise ResourceError(self._oom_advice(req))
+                on_oom=lambda what: self.misses.record(plan, resident.placement, what))
             if pipe is not resident.pipe:
                 # The TI2V image-to-video view shares the offload hooks of the pipeline it came from.
                 placing.after_run(resident.pipe, resident.placement)
@@ -323,8 +314,7 @@ class GenerationEngine:
             raise RequestError(f"{len(req.prompts)} prompts is over this agent's batch limit of {self.max_batch}")
         if req.seeds is not None and len(req.seeds) != len(req.prompts):
             raise RequestError(f"seeds has {len(req.seeds)} values for {len(req.prompts)} prompts")
-        if any(not 0 <= s < 2**64 for s in req.clip_seeds()):
-            raise RequestError("seed must be within 0..2**64-1")
+        check_seeds(req.clip_seeds())
         if req.output not in ("rgb", "latent"):
             raise RequestError(f"output must be 'rgb' or 'latent', got {req.output!r}")
         if req.task not in ("t2v", "i2v"):
@@ -440,18 +430,14 @@ class GenerationEngine:
         # Step-wise callers (split.denoise) find the encoder on the pipeline as `prompt_encoder`.
         pipe.text_encoder = None
         pipe.prompt_encoder = prompts
-        oom = False
-        try:
-            placing.place(pipe, placement, self.device, compute_dtype=self.dtype, attention=self.attention)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            oom = True
-        if oom:
-            del pipe
-            release_memory()
-            raise ResourceError(f"model {entry.name!r} does not fit in GPU memory placed as {placement.label}: "
-                                "set offload = \"auto\" (or group), or weight_storage = \"fp8\"")
+        # Held in a list that a failure empties: the pipeline must be gone before memory is released.
+        held = [pipe]
+        del pipe
+        oom.guarded(lambda: placing.place(held[0], placement, self.device, compute_dtype=self.dtype,
+                                          attention=self.attention),
+                    f"model {entry.name!r} does not fit in GPU memory placed as {placement.label}: "
+                    "set offload = \"auto\" (or group), or weight_storage = \"fp8\"", cleanup=held.clear)
+        pipe = held[0]
         logger.info(
             "loaded %s (%s, %s, %s, %s, experts %s) in %.1fs",
             entry.name, cls.__name__, self.device, str(self.dtype).removeprefix("torch."), placement.label,

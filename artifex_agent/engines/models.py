@@ -6,14 +6,15 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Literal
+from typing import Any
 
 from artifex_agent.engines.weights import expert_files
 from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
+from artifex_agent.vocabulary import MAX_NAME_BYTES as MAX_NAME_BYTES
+from artifex_agent.vocabulary import ModelKind as ModelKind
 
 logger = logging.getLogger(__name__)
 
-ModelKind = Literal["t2v", "i2v", "ti2v", "upscale"]
 
 UPSCALE_DIR = "upscale"
 # LoRA files (engines/lora.py): a folder beside the models, never a model itself.
@@ -21,9 +22,8 @@ LORA_DIR = "loras"
 UPSCALE_SUFFIXES = (".safetensors", ".pth")
 PIPELINE_KINDS: dict[str, ModelKind] = {"WanPipeline": "t2v", "WanImageToVideoPipeline": "i2v"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-# Model names become one file or folder name: bounded well under the 255 bytes file systems allow,
-# so a longer name is refused as such instead of failing in the file system (ENAMETOOLONG).
-MAX_NAME_BYTES = 200
+# Model names become one file or folder name: bounded (vocabulary.MAX_NAME_BYTES, as jobs are) well
+# under the 255 bytes file systems allow, so a longer name is refused as such, not with ENAMETOOLONG.
 
 
 @dataclass

@@ -6,6 +6,7 @@ from artifex_agent import PROTOCOL_VERSION
 from artifex_agent.health.checks import AgentState, CheckResult, HealthContext, check
 from artifex_agent.health.system import interface_for
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.wire_enums import MODEL_KIND
 
 GiB = 1 << 30
 # NVML's slowdown thresholds on RTX 3090s start in the high 80s; past this, clips take longer.
@@ -123,7 +124,7 @@ async def models(ctx: HealthContext) -> list[CheckResult]:
             continue
         complete = [m for m in a.info.models if m.complete]
         broken = [m for m in a.info.models if not m.complete]
-        video = [m for m in complete if m.kind in GENERATION_KINDS]
+        video = [m for m in complete if m.model_kind in {MODEL_KIND.to_pb(k) for k in GENERATION_KINDS}]
         missing = [name for name in a.cfg.preload if name not in {m.name for m in complete}]
         generates = "generate" in a.cfg.roles
         ok = not broken and not missing and (bool(video) or not generates)

@@ -117,7 +117,7 @@ class HealthContext:
 
     async def connect(self) -> None:
         """Ask every agent for its standard health status, then its Info, all at once."""
-        self.token = self.cluster.security.resolved_token()
+        self.token = self.cluster.security.secrets.token
         for cfg in self.cluster.agents:
             channel = open_channel(cfg.dial_address, self.cluster.security)
             host = split_hostport(cfg.dial_address)[0]

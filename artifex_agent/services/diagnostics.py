@@ -23,6 +23,7 @@ from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.errors import streaming, unary
 from artifex_agent.transport import options, wire
+from artifex_agent.wire_enums import MODEL_KIND
 
 MAX_BANDWIDTH_BYTES = 64 << 30
 MAX_ECHO_PAYLOAD = 1 << 20
@@ -51,7 +52,6 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
         self.activity = activity
         # Probe dials peers with the cluster's credentials; without a cluster it is refused.
         self.cluster = cluster
-        self._token = cluster.security.resolved_token() if cluster else ""
 
     @unary
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.AgentInfo:
@@ -65,8 +65,9 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
             name=self.cfg.name, protocol_version=PROTOCOL_VERSION, version=__version__,
             hostname=socket.gethostname(), platform=platform.platform(),
             gpus=[pb.GpuInfo(**g) for g in gpus], gpu_problem=problem,
-            models=[pb.ModelInfo(name=m.name, kind=m.kind, complete=m.complete, problem=m.problem,
-                                 two_experts=m.two_experts) for m in list_models(self.cfg.models_root)],
+            models=[pb.ModelInfo(name=m.name, model_kind=MODEL_KIND.to_pb(m.kind), complete=m.complete,
+                                 problem=m.problem, two_experts=m.two_experts)
+                    for m in list_models(self.cfg.models_root)],
             encoders=available_encoders(), roles=list(self.cfg.roles),
             torch_version=torch_v, cuda_version=cuda_v, time_unix=time.time(),
             active_streams=self.activity.count, cuda_available=cuda_available(),
@@ -122,4 +123,4 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
             raise RequestError(f"{request.address} is not an agent of this cluster")
         if request.echo_count > MAX_PROBE_ECHOES or not 0 <= request.bandwidth_seconds <= MAX_PROBE_SECONDS:
             raise RequestError(f"probe asks too much (at most {MAX_PROBE_ECHOES} echoes, {MAX_PROBE_SECONDS:.0f} s)")
-        return await link.probe_peer(request, self.cluster.security, self._token)
+        return await link.probe_peer(request, self.cluster.security, self.cluster.security.secrets.token)

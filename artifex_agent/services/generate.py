@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
+import functools
 import io
 import logging
-import threading
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import grpc
-import numpy as np
 
 from artifex_agent.config import AgentConfig
 from artifex_agent.engines.generation import GenerationEngine, GenerationRequest, GenerationResult
 from artifex_agent.engines.paths import confined_path
 from artifex_agent.errors import RequestError
-from artifex_agent.jobspec import check_sampling, lora_refs_from_pb
+from artifex_agent.jobspec import check_sampling
+from artifex_agent.jobspec_pb import lora_refs_from_pb
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.admission import Admission, Limits
 from artifex_agent.services.errors import streaming
-from artifex_agent.transport import frames, wire
+from artifex_agent.services.pump import Pump
+from artifex_agent.transport import wire
+from artifex_agent.transport.clips import ClipStream
 
 logger = logging.getLogger(__name__)
 
@@ -120,63 +119,18 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
     async def _generate(self, request: pb.GenerateRequest) -> AsyncGenerator[bytes, None]:
         req = to_engine_request(request, self.cfg)
         self.engine.validate(req)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[pb.Progress] = asyncio.Queue()
-        cancel = threading.Event()
-        start = time.monotonic()
-
-        def on_step(step: int, total: int) -> None:
-            progress = pb.Progress(stage="denoise", step=step, total=total, elapsed_s=time.monotonic() - start)
-            loop.call_soon_threadsafe(events.put_nowait, progress)
-
+        pump: Pump[GenerationResult] = Pump()
         with self.activity.track("generate", request.job_id):
-            yield wire.encode_progress(pb.Progress(stage="queued", message=f"model {req.model}"))
-            # The copied context carries the job id into the engine's log lines (executors drop it).
-            context_ = contextvars.copy_context()
-            future = loop.run_in_executor(self.executor, context_.run, lambda: self.engine.generate(
-                req, on_step=on_step, cancel=cancel))
-            try:
-                while not future.done():
-                    getter = asyncio.ensure_future(events.get())
-                    waiting: set[asyncio.Future[Any]] = {getter, future}
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    if getter in done:
-                        yield wire.encode_progress(getter.result())
-                    else:
-                        getter.cancel()
-                while not events.empty():
-                    yield wire.encode_progress(events.get_nowait())
-                result = future.result()
-            finally:
-                # The client went away (or we failed): stop denoising and free the GPU soon.
-                cancel.set()
-            async for message in self._stream(result, request, start):
+            yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED, message=f"model {req.model}"))
+            work = functools.partial(self.engine.generate, req, on_step=pump.on_step, cancel=pump.cancel)
+            async with contextlib.aclosing(pump.run(self.executor, work)) as events:
+                async for event in events:
+                    yield event
+            result = pump.result()
+            clip = ClipStream(fps=result.fps, model=result.model, chunk_bytes=self.chunk_bytes,
+                              latents=None if result.latents is None else result.latents.numpy(), rgb=result.frames,
+                              width=request.width, height=request.height)
+            for message in clip.messages(pump.started, lambda nbytes: self.activity.count_frames("sent", 1, nbytes)):
                 yield message
-
-    async def _stream(self, result: GenerationResult, request: pb.GenerateRequest,
-                      start: float) -> AsyncIterator[bytes]:
-        clips: Any
-        if result.latents is not None:
-            latents = result.latents.contiguous()
-            shape = tuple(latents.shape[1:])
-            header = frames.latent_header(shape, str(latents.dtype).removeprefix("torch."), latents.shape[0],
-                                          result.fps, clip_count=latents.shape[0], model=result.model,
-                                          width=request.width, height=request.height)
-            clips = [latents[i].numpy() for i in range(latents.shape[0])]
-        else:
-            assert result.frames is not None
-            n_clips, n_frames, h, w, _ = result.frames.shape
-            header = frames.rgb_header(w, h, n_clips * n_frames, result.fps, clip_count=n_clips, model=result.model)
-            # Frame by frame: a copy (if any) is one frame, never the clip.
-            clips = (np.ascontiguousarray(result.frames[c, f]) for c in range(n_clips) for f in range(n_frames))
-        sender = frames.FrameSender(header, self.chunk_bytes)
-        yield wire.encode_progress(pb.Progress(stage="stream", total=header.frame_count,
-                                               elapsed_s=time.monotonic() - start))
-        yield sender.header_message()
-        for frame in clips:
-            sent = sender.bytes
-            for message in sender.frame_messages(frame):
-                yield message
-            self.activity.count_frames("sent", 1, sender.bytes - sent)
-        yield sender.trailer_message()
-        logger.info("job %s: streamed %d frames (%d bytes)", request.job_id or "-", sender.frames, sender.bytes)
+            logger.info("job %s: streamed %d frames (%d bytes)", request.job_id or "-", clip.sender.frames,
+                        clip.sender.bytes)

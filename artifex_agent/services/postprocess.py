@@ -12,19 +12,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import numpy as np
 
 from artifex_agent.config import AgentConfig
-from artifex_agent.engines.encode import EncodeResult, VideoEncoder
 from artifex_agent.engines.models import check_name_length
 from artifex_agent.engines.paths import confined_path, safe_output_path
+from artifex_agent.engines.post import Encoding, PostJob
 from artifex_agent.engines.upscale import Upscaler, check_output_size, frames_per_batch
 from artifex_agent.errors import NotFoundError, RequestError, StreamError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
@@ -34,13 +33,13 @@ from artifex_agent.services.admission import Admission, Limits, Ticket
 from artifex_agent.services.errors import streaming_with_error_event
 from artifex_agent.split.decode import LatentDecoder
 from artifex_agent.transport import frames, wire
+from artifex_agent.wire_enums import CODEC, VIDEO_ENCODER, post_codec, post_encoder
 
 logger = logging.getLogger(__name__)
 
 # Frames handed to the worker at once (fewer for large outputs), and batches waiting for it: bounds memory.
 BATCH_FRAMES = 4
 QUEUE_BATCHES = 2
-CODECS = ("h264", "hevc", "h265", "av1", "vp9")
 
 
 def check_spec(spec: pb.PostSpec, cfg: AgentConfig) -> Path | None:
@@ -48,10 +47,7 @@ def check_spec(spec: pb.PostSpec, cfg: AgentConfig) -> Path | None:
     if spec.upscale > 8:
         raise RequestError(f"upscale factor {spec.upscale} is outside 1..8")
     frames.check_fps(spec.fps, "spec fps")
-    if spec.codec and spec.codec not in CODECS:
-        raise RequestError(f"codec {spec.codec!r} is not one of {', '.join(CODECS)}")
-    if spec.encoder and spec.encoder not in ("auto", "software", "nvenc"):
-        raise RequestError(f"encoder {spec.encoder!r} is not auto, software or nvenc")
+    post_codec(spec), post_encoder(spec)  # an unknown enum value: RequestError naming the choices
     if spec.crf > 63:
         raise RequestError(f"crf {spec.crf} is outside 0..63")
     if spec.encode:
@@ -73,95 +69,7 @@ def output_path(spec: pb.PostSpec, cfg: AgentConfig) -> Path | None:
     """The final output path (its folders are created), or None when not encoding."""
     if not spec.encode:
         return None
-    return safe_output_path(cfg.output_root, spec.output_name, suffix=".webm" if spec.codec == "vp9" else ".mp4")
-
-
-@dataclass
-class _Job:
-    """The state of one PostProcess call, owned by the worker thread once frames flow."""
-
-    spec: pb.PostSpec
-    header: pb.StreamHeader
-    output: Path | None
-    upscaler: Upscaler
-    per_clip: int
-    ticket: Ticket
-    encoders: list[VideoEncoder] = field(default_factory=list)
-    results: list[EncodeResult] = field(default_factory=list)
-    frames_done: int = 0
-    upscale_s: float = 0.0
-    encode_s: float = 0.0
-    # A LatentDecoder when latents arrive (--decode-on post); None for RGB frames.
-    decoder: Any = None
-
-    def clip_path(self, clip: int) -> Path:
-        assert self.output is not None
-        if not self.spec.split_clips or (self.header.clip_count or 1) == 1:
-            return self.output
-        return self.output.with_name(f"{self.output.stem}_{clip}{self.output.suffix}")
-
-    def process(self, batch: list[np.ndarray]) -> None:
-        # The frames were charged as they arrived; the upscale's working memory is charged here.
-        work = self.upscaler.work_bytes(len(batch), self.header.width, self.header.height)
-        if self.upscaler.name != "none":
-            work += sum(f.nbytes for f in batch)  # np.stack's copy
-        self.ticket.hold(work)
-        try:
-            with self._naming_output():
-                self._process(batch)
-        finally:
-            self.ticket.release(work + sum(f.nbytes for f in batch))
-
-    @contextlib.contextmanager
-    def _naming_output(self) -> Iterator[None]:
-        # A write to a full disk raises OSError without a file name; the caller is told where
-        # space is missing ("disk full on <folder>", services/errors.py), so name the output.
-        try:
-            yield
-        except OSError as exc:
-            if exc.filename is None and self.output is not None:
-                exc.filename = str(self.output)
-            raise
-
-    def _process(self, batch: list[np.ndarray]) -> None:
-        t0 = time.perf_counter()
-        # Nothing to scale: hand the received frames on as they are (np.stack would copy them).
-        out = batch if self.upscaler.name == "none" else self.upscaler(np.stack(batch))
-        t1 = time.perf_counter()
-        self.upscale_s += t1 - t0
-        if self.output is not None:
-            for frame in out:
-                self._encoder_for(self.frames_done).write(frame)
-                self.frames_done += 1
-        else:
-            self.frames_done += len(out)
-        self.encode_s += time.perf_counter() - t1
-
-    def _encoder_for(self, index: int) -> VideoEncoder:
-        clip = index // self.per_clip if self.spec.split_clips else 0
-        while len(self.encoders) <= clip:
-            if self.encoders:
-                self.results.append(self.encoders[-1].close())
-            h, w = self.header.height, self.header.width
-            ow, oh = self.upscaler.out_size(w, h)
-            enc = VideoEncoder(self.clip_path(len(self.encoders)), ow, oh, self.spec.fps or self.header.fps or 16.0,
-                               # check_spec() already limited codec and encoder to the allowed names.
-                               codec=cast(Any, self.spec.codec or "h264"), crf=self.spec.crf or 18,
-                               preset=self.spec.preset, encoder=cast(Any, self.spec.encoder or "auto"))
-            self.encoders.append(enc)
-        return self.encoders[clip]
-
-    def finish(self) -> None:
-        if self.encoders and len(self.results) < len(self.encoders):
-            with self._naming_output():
-                self.results.append(self.encoders[-1].close())
-
-    def abort(self) -> None:
-        for enc in self.encoders[len(self.results):]:
-            enc.abort()
-        # Outputs already renamed into place belong to a call that failed as a whole.
-        for res in self.results:
-            Path(res.path).unlink(missing_ok=True)
+    return safe_output_path(cfg.output_root, spec.output_name, suffix=".webm" if post_codec(spec) == "vp9" else ".mp4")
 
 
 class PostProcessService(agent_pb2_grpc.PostProcessServicer):
@@ -214,13 +122,17 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
         try:
             upscaler = await loop.run_in_executor(worker, lambda: Upscaler(
                 spec.upscale or 1, model, device=self.cfg.device, dtype=self.cfg.dtype))
-            job = _Job(spec, header, output, upscaler, per_clip=header.frame_count // (header.clip_count or 1),
-                       ticket=ticket, decoder=decoder)
+            clips = header.clip_count or 1
+            encoding = Encoding(output, spec.fps or header.fps or 16.0, post_codec(spec), post_encoder(spec),
+                                crf=spec.crf or 18, preset=spec.preset, split_clips=spec.split_clips and clips > 1)
+            job = PostJob(upscaler, header.width, header.height, header.frame_count // clips, encoding, ticket)
             with self.activity.track("post", spec.job_id):
-                yield pb.PostProcessEvent(progress=pb.Progress(stage="receive", total=header.frame_count))
+                yield pb.PostProcessEvent(progress=pb.Progress(current_stage=pb.STAGE_RECEIVE,
+                                                               total=header.frame_count))
                 try:
-                    async for event in self._run(ticket.messages(messages, "the next frame"), receiver, job, worker,
-                                                 start, frames_per_batch(out_w, out_h, BATCH_FRAMES)):
+                    async for event in self._run(ticket.messages(messages, "the next frame"), receiver, header,
+                                                 decoder, job, worker, start,
+                                                 frames_per_batch(out_w, out_h, BATCH_FRAMES)):
                         yield event
                 except BaseException:
                     # Client gone, bad frame, failed encode: no .part and no half result stays behind.
@@ -229,12 +141,13 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
         finally:
             worker.shutdown(wait=False)
 
-    async def _run(self, messages: AsyncIterator[bytes], receiver: frames.FrameReceiver, job: _Job,
-                   worker: ThreadPoolExecutor, start: float, per_batch: int) -> AsyncIterator[pb.PostProcessEvent]:
+    async def _run(self, messages: AsyncIterator[bytes], receiver: frames.FrameReceiver, header: pb.StreamHeader,
+                   decoder: LatentDecoder | None, job: PostJob, worker: ThreadPoolExecutor, start: float,
+                   per_batch: int) -> AsyncIterator[pb.PostProcessEvent]:
+        """Frames (decoded here when latents arrive) in batches to `job` on `worker`, progress out."""
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Future[None]] = set()
         batch: list[np.ndarray] = []
-        header = job.header
         last_report = 0.0
 
         async def submit(frames_: list[np.ndarray]) -> None:
@@ -253,13 +166,14 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
                 completed = 0
                 for view in receiver.on_chunk(msg.payload):
                     completed += 1
-                    if job.decoder is None:
+                    decoded: list[np.ndarray] | np.ndarray  # a clip's frames (F, H, W, 3) from the decoder
+                    if decoder is None:
                         decoded = [frames.as_rgb(view, header)]
                     else:
-                        decoded = await loop.run_in_executor(worker, job.decoder.decode, view)
+                        decoded = await loop.run_in_executor(worker, decoder.decode, view)
                         # The latent is done with; its frames are what this stream holds now.
-                        job.ticket.hold(sum(f.nbytes for f in decoded))
-                        job.ticket.release(view.nbytes)
+                        job.budget.hold(sum(f.nbytes for f in decoded))
+                        job.budget.release(view.nbytes)
                     for frame in decoded:
                         batch.append(frame)
                         if len(batch) == per_batch:
@@ -270,7 +184,8 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
                 if now - last_report > 0.25:
                     last_report = now
                     yield pb.PostProcessEvent(progress=pb.Progress(
-                        stage="post", step=job.frames_done, total=header.frame_count, elapsed_s=now - start))
+                        current_stage=pb.STAGE_POST, step=job.frames_done, total=header.frame_count,
+                        elapsed_s=now - start))
             elif msg.kind == "trailer":
                 assert msg.trailer is not None
                 receiver.on_trailer(msg.trailer)
@@ -286,14 +201,15 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
         yield pb.PostProcessEvent(result=_result(job, receiver, receive_s))
 
 
-def _result(job: _Job, receiver: frames.FrameReceiver, receive_s: float) -> pb.PostResult:
-    ow, oh = job.upscaler.out_size(job.header.width, job.header.height)
+def _result(job: PostJob, receiver: frames.FrameReceiver, receive_s: float) -> pb.PostResult:
+    ow, oh = job.out_size()
     enc = job.results[0] if job.results else None
     return pb.PostResult(
         output_paths=[str(r.path) for r in job.results],
         output_bytes=sum(r.bytes for r in job.results),
         frames=job.frames_done, width=ow, height=oh,
-        codec=enc.codec if enc else "", encoder=enc.encoder if enc else "",
+        video_codec=CODEC.to_pb(enc.codec) if enc else pb.CODEC_UNSPECIFIED,
+        video_encoder=VIDEO_ENCODER.to_pb(enc.encoder) if enc else pb.VIDEO_ENCODER_UNSPECIFIED,
         sha256=[r.sha256 for r in job.results],
         receive_s=receive_s, upscale_s=job.upscale_s, encode_s=job.encode_s, payload_bytes=receiver.bytes,
     )

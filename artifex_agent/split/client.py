@@ -62,7 +62,7 @@ class SplitResult:
 @contextlib.asynccontextmanager
 async def cluster_stubs(cluster: ClusterConfig) -> AsyncIterator[dict[str, AgentStub]]:
     """A stub per agent of the cluster file (one channel per address), closed on exit."""
-    token = cluster.security.resolved_token()
+    token = cluster.security.secrets.token
     channels: dict[str, grpc.aio.Channel] = {}
     stubs = {}
     try:
@@ -103,7 +103,7 @@ async def run_split(agents: Mapping[str, AgentStub], request: pb.GenerateRequest
     started = time.monotonic()
     result = SplitResult(mode=mode, ran_on=(generate_on,) if mode == "none" else (generate_on, other))
     if on_progress is not None:
-        on_progress(generate_on, pb.Progress(stage="split", message=describe(mode, generate_on, other)))
+        on_progress(generate_on, pb.Progress(current_stage=pb.STAGE_SPLIT, message=describe(mode, generate_on, other)))
     calls = Calls()
     try:
         if mode == "experts":
@@ -126,7 +126,7 @@ async def run_split(agents: Mapping[str, AgentStub], request: pb.GenerateRequest
         result.failover = f"{lost.agent} lost ({lost.code.name}: {lost.details}); ran the whole job on {survivor}"
         logger.warning("job %s: %s", request.job_id or "-", result.failover)
         if on_progress is not None:
-            on_progress(survivor, pb.Progress(stage="failover", message=result.failover))
+            on_progress(survivor, pb.Progress(current_stage=pb.STAGE_FAILOVER, message=result.failover))
         post_target = survivor if post_on == lost.agent else post_on
         stream = streams.whole_stream(stubs[survivor], survivor, request, calls, on_progress=on_progress,
                                       timeout=timeout)

@@ -13,8 +13,6 @@ from artifex_agent.errors import StreamError
 from artifex_agent.proto.artifex.v1 import split_pb2 as spb
 from artifex_agent.transport import wire
 
-_CHUNK_TAG = (wire.CHUNK_FIELD << 3) | 2
-
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
 }
@@ -30,8 +28,8 @@ class Message:
 
 def decode(raw: bytes, cls: Any) -> Message:
     """Decode a DenoiseRequest/DenoiseEvent/CfgRequest/CfgEvent; chunks are not copied."""
-    if raw[:1] == bytes((_CHUNK_TAG,)):
-        # Field 3 is a raw chunk in every split message, as in GenerateEvent.
+    if wire.is_chunk(raw):
+        # The chunk field has one number in every split message and GenerateEvent (wire.RELAYED).
         return Message("chunk", wire.decode(raw, first_field="progress").payload)
     try:
         msg = cls.FromString(raw)

@@ -3,7 +3,7 @@
 Each function returns the job's output as raw messages in the Generate stream format
 (header 2, chunks 3, trailer 4), whichever agents made it, and reports progress per agent.
 The client never parses a chunk: it routes messages by their first byte, the protobuf
-tag of the one field they hold (see proto/artifex/v1/split.proto).
+tag of the one field they hold (transport/wire.py computes them from proto/artifex/v1/split.proto).
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import split_pb2 as spb
 from artifex_agent.relay import RemoteError
 from artifex_agent.split import messages
+from artifex_agent.transport import methods
 from artifex_agent.transport.channel import AgentStub
+from artifex_agent.transport.wire import HANDOFF, HEADER, NOISE, PROGRESS, TRAILER
 
-DENOISE = "/artifex.v1.Split/Denoise"
-CFG_PEER = "/artifex.v1.Split/CfgPeer"
-# First byte of a message holding field N as a length-delimited value: (N << 3) | 2.
-PROGRESS, HEADER, CHUNK, TRAILER, HANDOFF, NOISE = 0x0A, 0x12, 0x1A, 0x22, 0x2A, 0x32
 # Statuses that mean the agent (or the way to it) broke, not that the job is wrong: fail over on these.
 LOST_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.CANCELLED,
@@ -51,7 +49,7 @@ class Inband:
 
     def note(self, agent: str, p: pb.Progress) -> bool:
         """Remember an error event; True when `p` was one."""
-        if p.stage != "error":
+        if p.current_stage != pb.STAGE_ERROR:
             return False
         name, _, details = p.message.partition(": ")
         code = getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
@@ -96,27 +94,27 @@ class Calls:
 
 def denoise_call(stub: AgentStub, requests: Any, timeout: float | None = None) -> Any:
     """Split.Denoise: raw DenoiseRequest messages in, raw DenoiseEvent messages out."""
-    return stub.channel.stream_stream(DENOISE)(requests, metadata=stub.metadata, timeout=timeout)
+    return methods.DENOISE.multicallable(stub.channel)(requests, metadata=stub.metadata, timeout=timeout)
 
 
 def cfg_call(stub: AgentStub, requests: Any, timeout: float | None = None) -> Any:
     """Split.CfgPeer: raw CfgRequest messages in, raw CfgEvent messages out."""
-    return stub.channel.stream_stream(CFG_PEER)(requests, metadata=stub.metadata, timeout=timeout)
+    return methods.CFG_PEER.multicallable(stub.channel)(requests, metadata=stub.metadata, timeout=timeout)
 
 
 def _progress(raw: bytes) -> pb.Progress:
-    # Field 1 is Progress in GenerateEvent, DenoiseEvent and CfgEvent alike.
+    # wire.PROGRESS is one field number in GenerateEvent, DenoiseEvent and CfgEvent alike (checked there).
     return pb.GenerateEvent.FromString(raw).progress
 
 
-def _report(on_progress: ProgressCallback | None, agent: str, raw: bytes, inband: Inband | None = None) -> str:
+def _report(on_progress: ProgressCallback | None, agent: str, raw: bytes, inband: Inband | None = None) -> int:
     """Pass a progress message on (error events go to `inband`); returns its stage."""
     p = _progress(raw)
     if inband is not None and inband.note(agent, p):
-        return p.stage
+        return p.current_stage
     if on_progress is not None:
         on_progress(agent, p)
-    return p.stage
+    return p.current_stage
 
 
 async def _once(message: bytes) -> AsyncIterator[bytes]:
@@ -180,7 +178,7 @@ async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateReques
     try:
         async for raw in call_b:
             if raw[0] == PROGRESS:
-                if _report(on_progress, second, raw, inband) == "accepted":
+                if _report(on_progress, second, raw, inband) == pb.STAGE_ACCEPTED:
                     accepted.set()
             else:
                 yield raw

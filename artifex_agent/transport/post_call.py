@@ -23,7 +23,7 @@ from artifex_agent.transport.channel import AgentStub
 # The first byte of a GenerateEvent/PostProcessRequest holding the stream header (field 2).
 _HEADER_TAG = 0x12
 # The Progress stage by which the post agent accepts spec and header.
-ACCEPTED = "receive"
+ACCEPTED = pb.STAGE_RECEIVE
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -86,7 +86,7 @@ async def post_process(post: AgentStub, post_name: str, spec: pb.PostSpec, upstr
                 refused = error(post_name, status_code(event.error.code), event.error.message)
                 break
             elif which == "progress":
-                if event.progress.stage == ACCEPTED:
+                if event.progress.current_stage == ACCEPTED:
                     accepted.set()
                 if on_progress is not None:
                     on_progress(post_name, event.progress)

@@ -22,13 +22,14 @@ import numpy as np
 import xxhash
 
 from artifex_agent.config import WatcherConfig
-from artifex_agent.jobspec import CODECS, ENCODERS
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import frames as tf
 from artifex_agent.transport import wire
 from artifex_agent.transport.options import MAX_FRAME_BYTES, MAX_FRAME_COUNT
+from artifex_agent.vocabulary import CODEC_NAMES, ENCODERS
 from artifex_agent.watcher import names
 from artifex_agent.watcher.files import Refused, check_regular, open_regular, read_limited, resolve_input, side_name
+from artifex_agent.wire_enums import ENCODER_CHOICE, codec_to_pb
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,8 @@ class PostOptions:
     def check(self, where: str) -> None:
         if not 1 <= self.upscale <= 8:
             raise Refused(f"{where}: upscale must be within 1..8")
-        if self.codec not in CODECS:
-            raise Refused(f"{where}: codec {self.codec!r} is not one of {', '.join(CODECS)}")
+        if self.codec not in CODEC_NAMES:
+            raise Refused(f"{where}: codec {self.codec!r} is not one of {', '.join(CODEC_NAMES)}")
         if self.encoder not in ENCODERS:
             raise Refused(f"{where}: encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}")
         if not 0 <= self.crf <= 63:
@@ -256,8 +257,9 @@ def post_spec(plan: FramePlan, stem: str, cfg: WatcherConfig, job_id: str) -> pb
     stem = plan.options.output or stem
     output = f"{cfg.output_subdir.strip('/')}/{stem}" if cfg.output_subdir.strip("/") else stem
     o = plan.options
-    return pb.PostSpec(output_name=output, upscale=o.upscale, upscale_model=o.upscale_model, codec=o.codec,
-                       crf=o.crf, preset=o.preset, fps=plan.fps, encoder=o.encoder, encode=True, job_id=job_id)
+    return pb.PostSpec(output_name=output, upscale=o.upscale, upscale_model=o.upscale_model,
+                       video_codec=codec_to_pb(o.codec), crf=o.crf, preset=o.preset, fps=plan.fps,
+                       encoder_choice=ENCODER_CHOICE.to_pb(o.encoder), encode=True, job_id=job_id)
 
 
 async def stream_plan(stub: Any, plan: FramePlan, spec: pb.PostSpec, *, chunk_bytes: int = 0,

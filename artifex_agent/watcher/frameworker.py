@@ -23,6 +23,7 @@ from artifex_agent.watcher.frames import FramePlan, plan_folder, plan_video, pos
 from artifex_agent.watcher.ledger import Ledger, Record, item_key
 from artifex_agent.watcher.names import Layout
 from artifex_agent.watcher.submitter import describe
+from artifex_agent.wire_enums import result_codec, result_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class FrameWorker:
         agent = post_agent(self.cluster)
         channel = open_channel(agent.dial_address, self.cluster.security)
         try:
-            stub = AgentStub(channel, self.cluster.security.resolved_token())
+            stub = AgentStub(channel, self.cluster.security.secrets.token)
             return await stream_plan(stub, plan, spec, chunk_bytes=self.cluster.network.chunk_bytes)
         finally:
             await channel.close()
@@ -174,7 +175,7 @@ class FrameWorker:
 
 def _result_text(result: pb.PostResult) -> str:
     lines = [*result.output_paths, "",
-             f"frames: {result.frames}  size: {result.width}x{result.height}  codec: {result.codec} "
-             f"({result.encoder})  bytes: {result.output_bytes}"]
+             f"frames: {result.frames}  size: {result.width}x{result.height}  codec: {result_codec(result)} "
+             f"({result_encoder(result)})  bytes: {result.output_bytes}"]
     lines += [f"sha256: {digest}" for digest in result.sha256]
     return "\n".join(lines) + "\n"

@@ -103,18 +103,22 @@ class Watcher:
             logger.warning("no coordinator client: job files in %s are left where they are", self.layout.inbox)
 
     def run(self) -> None:
-        """startup(), passes until request_stop(), shutdown()."""
+        """startup(), main_loop(), shutdown(); `artifex-agent watch` adds the signals (lifecycle.serve)."""
         self.startup()
         try:
-            while not self._stop.is_set():
-                try:
-                    self.pass_once()
-                except Exception:
-                    # A share that hiccups (EIO, ESTALE, a dropped SMB session) must not end the service.
-                    logger.exception("a watch pass failed; trying again")
-                self._wait()
+            self.main_loop()
         finally:
             self.shutdown()
+
+    def main_loop(self) -> None:
+        """Passes until request_stop()."""
+        while not self._stop.is_set():
+            try:
+                self.pass_once()
+            except Exception:
+                # A share that hiccups (EIO, ESTALE, a dropped SMB session) must not end the service.
+                logger.exception("a watch pass failed; trying again")
+            self._wait()
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -16,14 +16,17 @@ from typing import Any, Protocol
 import grpc
 
 from artifex_agent.config import ClusterConfig
+from artifex_agent.coordinator.retry import REFUSALS
 from artifex_agent.errors import NotFoundError, RequestError
 from artifex_agent.jobspec import JobSpec
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-# Status codes that say "this request is wrong", as opposed to "try again later".
-REFUSAL_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
-                 grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED}
+# Status codes that say "this input is wrong", as opposed to "try again later": the coordinator's
+# refusals, less UNAUTHENTICATED (a token to fix, the same for every input: the watcher waits,
+# attempts.AVAILABILITY_CODES) and UNIMPLEMENTED (a peer of another version: may pass once it is updated).
+REFUSAL_CODES = REFUSALS - {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED}
 
 
 class JobLike(Protocol):
@@ -95,7 +98,7 @@ class ModelCatalog:
     async def _ask(self) -> set[str] | None:
         from artifex_agent.transport.channel import AgentStub, open_channel
 
-        token = self.cluster.security.resolved_token()
+        token = self.cluster.security.secrets.token
         found: set[str] = set()
         answered = False
         for agent in self.cluster.agents:
@@ -103,7 +106,7 @@ class ModelCatalog:
             try:
                 info = await AgentStub(channel, token).info(timeout=self.timeout_s)
                 answered = True
-                found.update(m.name for m in info.models if m.kind != "upscale")
+                found.update(m.name for m in info.models if m.model_kind != pb.MODEL_KIND_UPSCALE)
             except grpc.aio.AioRpcError as exc:
                 logger.info("agent %s did not list its models (%s)", agent.name, exc.code().name)
             finally:

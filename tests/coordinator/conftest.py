@@ -15,6 +15,7 @@ from artifex_agent.client import Job, JobsClient
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.launcher import ChildProcess, wait_serving
 from artifex_agent.local_cluster import DEMO_MODEL, LocalCluster, write_cluster_toml
+from tests.processes import session_ending, started, stop_together
 
 # Small and quick: 16x16, 5 frames, 1 step runs in tens of milliseconds on a CPU.
 TINY = {"width": 16, "height": 16, "frames": 5, "steps": 1, "guidance": 1.0, "fps": 8.0}
@@ -36,7 +37,7 @@ def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Agents 'a' (prefers generation) and 'b' (prefers post-processing) on fixed ports, so a restart keeps them."""
     tables = {"a": {"listen": f"127.0.0.1:{free_port()}", "prefer": ["generate"], "preload": [DEMO_MODEL]},
               "b": {"listen": f"127.0.0.1:{free_port()}", "prefer": ["post"], "preload": [DEMO_MODEL]}}
-    with LocalCluster(tmp_path_factory.mktemp("agents"), agents=tables) as cluster:
+    with started(LocalCluster(tmp_path_factory.mktemp("agents"), agents=tables)) as cluster:
         yield cluster
 
 
@@ -111,25 +112,36 @@ class Coordinator:
 def coordinator_factory(agents: LocalCluster, tmp_path: Path) -> Iterator[Any]:
     """Start coordinators for this test (stopped at its end); agents a test killed are restarted."""
     ensure_up(agents)
-    started: list[Coordinator] = []
+    coordinators: list[Coordinator] = []
 
     def make(roles: dict[str, list[str]] | None = None, grace: float = 2.0, token: str = "",
              **settings: Any) -> Coordinator:
-        workdir = tmp_path / f"coordinator{len(started)}"
+        workdir = tmp_path / f"coordinator{len(coordinators)}"
         workdir.mkdir()
         c = Coordinator(workdir, agents, roles, grace, token, **settings).start()
-        started.append(c)
+        coordinators.append(c)
         return c
 
     yield make
-    for c in started:
-        c.stop()
-    ensure_up(agents)
+    stop_together(c.child for c in coordinators if c.child is not None)
+    if not session_ending():
+        ensure_up(agents)
 
 
 @pytest.fixture
 def coordinator(coordinator_factory: Any) -> Coordinator:
     return coordinator_factory()
+
+
+@pytest.fixture(scope="module")
+def refusing_coordinator(agents: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
+    """One coordinator for a module's tests whose jobs are all refused: none of them leaves a job behind."""
+    ensure_up(agents)
+    c = Coordinator(tmp_path_factory.mktemp("refusing"), agents).start()
+    try:
+        yield c
+    finally:
+        stop_together([c.child] if c.child is not None else [])
 
 
 def wait_stage(client: JobsClient, job_id: str, stages: tuple[str, ...], timeout: float = 30.0) -> Job:

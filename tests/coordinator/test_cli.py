@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from artifex_agent.errors import ExitCode
 from artifex_agent.local_cluster import DEMO_MODEL
 from tests.coordinator.conftest import Coordinator, spec, wait_stage
@@ -29,6 +31,7 @@ def test_a_bad_config_is_a_startup_failure(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_submit_wait_and_jobs_commands(coordinator: Coordinator) -> None:
     config = str(coordinator.config)
     job_flags = ["--model", DEMO_MODEL, "--size", "16x16", "--frames", "5", "--steps", "1", "--guidance", "1",
@@ -49,11 +52,13 @@ def test_submit_wait_and_jobs_commands(coordinator: Coordinator) -> None:
     assert shown.returncode == ExitCode.FAILURE and "no job" in shown.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_stops_gracefully_and_the_running_job_resumes_after_restart(coordinator_factory: Any) -> None:
     coordinator = coordinator_factory(roles={"a": ["generate", "post"], "b": ["post"]}, grace=0.2)
     with coordinator.client() as client:
         coordinator.wait_for_agents(client)
-        job_id = client.submit(spec("a long road", width=64, height=64, frames=9, steps=200, seed=9))
+        # Long enough (over a second even on an idle CPU) not to finish within the 0.2 s grace.
+        job_id = client.submit(spec("a long road", width=128, height=128, frames=41, steps=200, seed=9))
         wait_stage(client, job_id, ("denoise",))
     assert coordinator.stop() == 0
     coordinator.start()

@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 
 from artifex_agent.local_cluster import LocalCluster
 from tests.coordinator.conftest import Coordinator, parts, spec, wait_stage
+
+# Each kills a process mid-job and waits for the recovery: seconds apiece.
+pytestmark = pytest.mark.slow
 
 # Seconds of denoising on the tiny model (200 steps at 64x64): long enough to act in the middle.
 SLOW = {"width": 64, "height": 64, "frames": 9, "steps": 200}

@@ -140,7 +140,7 @@ def test_oversized_fields_are_refused_at_submit_with_invalid_argument(local: Loc
                                                                    f"the limit is {MAX_TAG_VALUE_CHARS:,}"),
                               ({"tags": {str(i): "v" for i in range(MAX_TAGS + 1)}}, f"at most {MAX_TAGS} tags"),
                               ({"prompts": ["p" * (MAX_PROMPT_CHARS + 1)]}, "prompts[0] is 8,193 characters"),
-                              ({"negative": "n" * (1 << 20)}, "negative is 1,048,576 characters"),
+                              ({"negative_prompt": "n" * (1 << 20)}, "negative is 1,048,576 characters"),
                               ({"model": "m" * 10_000}, "model is 10,000 characters")):
             message = spec_to_pb(spec())
             for key, value in change.items():
@@ -168,6 +168,7 @@ def test_oversized_fields_are_refused_at_submit_with_invalid_argument(local: Loc
     assert "prompts[0] is 8,193 characters; the limit is 8,192" in refused.stderr
 
 
+@pytest.mark.slow
 def test_list_pages_many_large_jobs_and_the_client_and_cli_fetch_them_all(local: Local) -> None:
     big = {"prompts": ["p" * MAX_PROMPT_CHARS] * MAX_PROMPTS,
            "tags": {f"tag{i}": "v" * MAX_TAG_VALUE_CHARS for i in range(MAX_TAGS)}}

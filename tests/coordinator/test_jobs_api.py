@@ -31,17 +31,18 @@ def frames_of(path: str) -> np.ndarray:
 
 @pytest.mark.parametrize("fields, words", [
     ({"prompts": []}, "prompt"),
-    ({"frames": 6}, "4k+1"),
+    ({"num_frames": 6}, "4k+1"),
     ({"width": 8}, "width"),
-    ({"codec": "xvid"}, "codec"),
+    ({"video_codec": 99}, "codec value 99"),
     ({"model": "../etc"}, "model"),
     ({"model": "no-such-model"}, "no agent"),
     ({"output": "../escape"}, "output"),
     ({"seed": -1}, "seed"),
 ])
-def test_invalid_specs_are_rejected_at_submit(coordinator: Coordinator, fields: dict[str, Any], words: str) -> None:
-    with coordinator.client() as client:
-        coordinator.wait_for_agents(client)
+def test_invalid_specs_are_rejected_at_submit(refusing_coordinator: Coordinator, fields: dict[str, Any],
+                                              words: str) -> None:
+    with refusing_coordinator.client() as client:
+        refusing_coordinator.wait_for_agents(client)
         message = spec_to_pb(spec())
         for key, value in fields.items():
             if key == "prompts":
@@ -49,7 +50,7 @@ def test_invalid_specs_are_rejected_at_submit(coordinator: Coordinator, fields: 
             else:
                 setattr(message, key, value)
         # A raw gRPC call, as a program in another language would make it.
-        with grpc.insecure_channel(coordinator.address) as channel:
+        with grpc.insecure_channel(refusing_coordinator.address) as channel:
             with pytest.raises(grpc.RpcError) as err:
                 jobs_pb2_grpc.JobsStub(channel).Submit(jpb.SubmitRequest(spec=message), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -57,8 +58,8 @@ def test_invalid_specs_are_rejected_at_submit(coordinator: Coordinator, fields: 
         assert client.list() == []
 
 
-def test_the_client_validates_before_sending(coordinator: Coordinator) -> None:
-    with coordinator.client() as client, pytest.raises(RequestError, match="4k\\+1"):
+def test_the_client_validates_before_sending(refusing_coordinator: Coordinator) -> None:
+    with refusing_coordinator.client() as client, pytest.raises(RequestError, match="4k\\+1"):
         client.submit(spec(frames=8))
 
 
@@ -117,6 +118,7 @@ def test_the_same_idempotency_key_gives_the_same_job_even_from_racing_clients(co
         assert client.wait(ids[0], timeout=60).state == "done"
 
 
+@pytest.mark.slow
 def test_batching_groups_only_compatible_jobs_and_keeps_each_jobs_seed(coordinator_factory: Any,
                                                                        agents: LocalCluster) -> None:
     coordinator = coordinator_factory(batch_size=3, batch_timeout_s=1.0)

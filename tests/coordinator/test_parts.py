@@ -31,7 +31,8 @@ def test_every_spec_field_survives_the_wire() -> None:
                    loras=[LoraRef("ink", 0.5, "high"), LoraRef("grain", -1.0, "low")], scheduler="euler", shift=5.0,
                    boundary_ratio=0.9, preset="fast")
     assert spec_from_pb(spec_to_pb(spec)) == spec
-    job = Job("j1", "running", spec, outputs=["/x.mp4"], attempts=2, agent="a", created=1.0, started=2.0)
+    job = Job("j1", "running", spec, outputs=["/x.mp4"], attempts=2, agent="a", created=1.0, started=2.0,
+              stage="generating")
     assert job_from_pb(job_to_pb(job)) == job
 
 
@@ -40,7 +41,7 @@ def test_unset_fields_take_jobspec_defaults_not_zero() -> None:
     assert spec == JobSpec(prompts=["a fox"])
     assert (spec.frames, spec.steps, spec.guidance, spec.codec) == (81, 40, 4.0, "h264")
     with pytest.raises(RequestError, match="4k\\+1"):
-        spec_from_pb(jpb.JobSpec(prompts=["a fox"], frames=80))
+        spec_from_pb(jpb.JobSpec(prompts=["a fox"], num_frames=80))
 
 
 def _job(i: int, **kw: object) -> Job:
@@ -146,14 +147,14 @@ def test_an_unresolved_preset_travels_with_only_the_fields_the_client_gave() -> 
     spec = JobSpec.from_dict({"prompt": "a fox", "preset": "fast", "steps": 40, "seed": 3})
     msg = spec_to_pb(spec)
     assert msg.HasField("steps") and msg.HasField("seed") and msg.preset == "fast"
-    assert not msg.HasField("guidance") and not msg.HasField("scheduler") and not msg.loras
+    assert not msg.HasField("guidance_scale") and not msg.HasField("scheduler") and not msg.loras
     # At the coordinator the preset fills the rest; the explicit 40 steps stay.
     from artifex_agent.presets import builtin, resolve
 
     resolved = resolve(spec_from_pb(msg), builtin())
     assert (resolved.steps, resolved.guidance, resolved.scheduler, len(resolved.loras)) == (40, 1.0, "euler", 2)
     # Resolved, every field travels again.
-    assert spec_to_pb(resolved).HasField("guidance")
+    assert spec_to_pb(resolved).HasField("guidance_scale")
 
 
 def test_what_the_generating_agent_receives_carries_the_loras_and_sampling() -> None:

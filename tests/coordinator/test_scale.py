@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from artifex_agent.local_cluster import LocalCluster
 from tests.coordinator.conftest import parts, spec
 
@@ -14,6 +16,7 @@ CLIENTS = 4
 JOBS_PER_CLIENT = 50
 
 
+@pytest.mark.slow
 def test_200_jobs_from_4_clients_all_complete(coordinator_factory: Any, agents: LocalCluster) -> None:
     coordinator = coordinator_factory(batch_size=4, batch_timeout_s=0.1)
     t0 = time.monotonic()

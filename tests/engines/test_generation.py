@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from artifex_agent.engines import generation, gpu
+from artifex_agent.engines import gpu, oom
 from artifex_agent.engines.generation import GenerationCancelled, GenerationEngine, GenerationRequest
 from artifex_agent.errors import ConfigError, NotFoundError, RequestError, ResourceError
 from tests.conftest import TINY_MODELS
@@ -177,7 +177,8 @@ def test_out_of_memory_frees_memory_advises_and_the_engine_keeps_working(
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(pipe_class, "__call__", out_of_memory)
-    monkeypatch.setattr(generation, "release_memory", lambda: released.append(True))
+    # The one OOM handler (engines/oom.py), which split jobs use too (tests/services/test_oom.py).
+    monkeypatch.setattr(oom, "release_memory", lambda: released.append(True))
     with pytest.raises(ResourceError) as err:
         engine.generate(request(prompts=["a", "b"], num_frames=33))
     assert "out of GPU memory generating 2 clip(s) of 33 frames at 64x64" in str(err.value)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from artifex_agent.local_cluster import LocalCluster
+from tests.processes import started
 
 TOKEN = "health-token-3c1a"
 
@@ -19,5 +20,5 @@ def health_pair(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> 
     # The session's tiny checkpoints, not a second build (the agents only read them).
     (workdir / "models").symlink_to(models_root, target_is_directory=True)
     agents = {"gen": {"prefer": ["generate"], "device": "cpu"}, "post": {"prefer": ["post"], "device": "cpu"}}
-    with LocalCluster(workdir, agents=agents, token=TOKEN) as cluster:
+    with started(LocalCluster(workdir, agents=agents, token=TOKEN)) as cluster:
         yield cluster

@@ -51,7 +51,8 @@ def test_torch_without_cuda_fails_a_gpu_agent() -> None:
 
 
 def test_models_must_be_complete_and_a_generator_needs_one() -> None:
-    broken = pb.ModelInfo(name="Wan2.2-T2V-A14B", kind="t2v", complete=False, problem="transformer_2 missing")
+    broken = pb.ModelInfo(name="Wan2.2-T2V-A14B", model_kind=pb.MODEL_KIND_T2V, complete=False,
+                          problem="transformer_2 missing")
     [row] = asyncio.run(agents.models(_ctx(pb.AgentInfo(models=[broken]))))
     assert not row.ok and "INCOMPLETE: transformer_2 missing" in row.value
     [row] = asyncio.run(agents.models(_ctx(pb.AgentInfo())))

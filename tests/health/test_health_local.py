@@ -81,6 +81,7 @@ def test_cli_table_exit_code_ok(health_pair: LocalCluster, tmp_path: Path, capsy
 def test_a_wrong_token_is_named(health_pair: LocalCluster) -> None:
     cfg = _relaxed(health_pair)
     cfg.security.token = "wrong"
+    cfg.security.resolve()  # secrets are read once, at load (or on reload)
     report = asyncio.run(run_health(cfg, quick=True, rtt_count=10))
     row = _row(report, "agent gen")
     assert not row["ok"] and "token" in row["value"] and "token" in row["fix"]

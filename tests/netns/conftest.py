@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns.rig import TwoHosts, unavailable
+from tests.processes import held, session_ending
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +18,8 @@ def _two_hosts_session(tmp_path_factory: pytest.TempPathFactory, models_root: Pa
         pytest.skip(reason)
     # Built once per session (two agents take seconds to start on two cores); removed at the
     # end, on failure, and at interpreter exit (TwoHosts registers atexit).
-    with TwoHosts(tmp_path_factory.mktemp("two-hosts"), models_root=models_root) as rig:
+    with TwoHosts(tmp_path_factory.mktemp("two-hosts"), models_root=models_root) as rig, \
+            held(lambda: list(rig.agents.values())):
         yield rig
 
 
@@ -30,5 +32,6 @@ def two_hosts(_two_hosts_session: TwoHosts) -> Iterator[TwoHosts]:
         yield rig
     finally:
         rig.reset()
-        if any(c.proc is None or c.proc.poll() is not None for c in rig.agents.values()):
+        stopped = any(c.proc is None or c.proc.poll() is not None for c in rig.agents.values())
+        if stopped and not session_ending():
             rig.start_agents()  # a test stopped one: the next test gets both back

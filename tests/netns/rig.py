@@ -30,6 +30,7 @@ from typing import Any
 
 from artifex_agent.launcher import ChildProcess, start_agent
 from artifex_agent.local_cluster import write_cluster_toml
+from tests.processes import stop_together
 
 logger = logging.getLogger(__name__)
 
@@ -173,9 +174,8 @@ class TwoHosts:
 
     def close(self) -> None:
         """Stop the agents and remove both namespaces (the veth pair goes with them). Idempotent."""
-        for child in self.agents.values():
-            with contextlib.suppress(Exception):
-                child.stop(timeout=5)
+        with contextlib.suppress(Exception):
+            stop_together(self.agents.values())
         self.agents.clear()
         if self._built:
             for h in (self.a, self.b):

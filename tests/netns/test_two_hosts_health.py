@@ -13,7 +13,7 @@ import pytest
 from artifex_agent.errors import ExitCode
 from tests.netns.rig import TwoHosts
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 # The client's RTT target in the tests that need health to pass: two shared cores running
 # three Python processes (and whatever else CI runs) give p99s of a few ms, which says

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
@@ -20,6 +19,7 @@ from artifex_agent.services.activity import Activity
 from artifex_agent.services.admission import WAITING_FACTOR, Admission, Limits
 from artifex_agent.services.generate import GenerateService
 from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.transport.methods import GENERATE
 from tests.services.conftest import serving
 
 MiB = 1 << 20
@@ -128,9 +128,7 @@ def test_a_client_that_stops_reading_loses_its_call_and_the_agent_its_clip() -> 
     service = GenerateService(ReadyClip(), AgentConfig(stream_idle_s=1.0), Activity())  # type: ignore[arg-type]
 
     async def scenario() -> tuple[int, float]:
-        methods = {"Generate": grpc.unary_stream_rpc_method_handler(
-            service.Generate, request_deserializer=pb.GenerateRequest.FromString)}
-        async with serving("artifex.v1.Generate", methods) as address, open_channel(address) as ch:
+        async with serving(GENERATE, service.Generate) as address, open_channel(address) as ch:
             call = AgentStub(ch).generate(pb.GenerateRequest(model="ready", prompts=["x"]), timeout=60)
             await call.read()  # the first progress event, then nothing more is read
             opened = service.admission.streams

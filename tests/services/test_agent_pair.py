@@ -44,12 +44,12 @@ def _no_parts(cluster: LocalCluster) -> list[Path]:
 
 
 def test_generate_then_upscale_and_encode_gives_a_real_mp4(pair: LocalCluster) -> None:
-    spec = pb.PostSpec(output_name="e2e/clip", upscale=2, codec="h264", crf=20, encode=True)
+    spec = pb.PostSpec(output_name="e2e/clip", upscale=2, video_codec=pb.CODEC_H264, crf=20, encode=True)
     relay = asyncio.run(_relay(pair, _request(pair), spec))
     res = relay.result
     path = Path(res.output_paths[0])
     assert path == outputs(pair) / "e2e" / "clip.mp4" and path.is_file()
-    assert (res.frames, res.width, res.height, res.codec) == (5, 64, 64, "h264")
+    assert (res.frames, res.width, res.height, res.video_codec) == (5, 64, 64, pb.CODEC_H264)
     with av.open(str(path)) as c:
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(decoded) == 5 and decoded[0].shape == (64, 64, 3)

@@ -164,6 +164,7 @@ def test_agent_wide_stream_limits_span_connections(guarded: ChildProcess) -> Non
     assert "streams open" in details["idle-spec:RESOURCE_EXHAUSTED"]
 
 
+@pytest.mark.slow
 def test_memory_budget_refuses_streams_past_it_and_a_legit_job_runs_right_after(guarded: ChildProcess) -> None:
     async def scenario() -> tuple[float, float, dict[str, dict[str, int]], str, pb.PostResult]:
         pairs = await _with_stubs(guarded)

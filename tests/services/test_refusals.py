@@ -20,7 +20,8 @@ from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.postprocess import PostProcessService
 from artifex_agent.transport import frames, wire
-from artifex_agent.transport.channel import POST_PROCESS, AgentStub, open_channel
+from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.transport.methods import POST_PROCESS
 from artifex_agent.transport.security import call_metadata
 from tests.services.conftest import TOKEN, outputs, serving
 
@@ -86,7 +87,7 @@ def test_malformed_protobuf_is_invalid_argument_with_one_log_line(pair: LocalClu
             md = call_metadata(TOKEN)
             for _ in range(20):
                 for call in (ch.unary_unary("/artifex.v1.Diagnostics/Info")(garbage, metadata=md, timeout=10),
-                             ch.stream_unary(POST_PROCESS)(iter([garbage]), metadata=md, timeout=10)):
+                             ch.stream_unary(POST_PROCESS.path)(iter([garbage]), metadata=md, timeout=10)):
                     try:
                         await call
                     except grpc.aio.AioRpcError as exc:
@@ -217,9 +218,7 @@ def test_disk_full_is_resource_exhausted_naming_the_folder(tmp_path: Path, monke
     async def scenario() -> grpc.aio.AioRpcError | pb.PostResult:
         service = PostProcessService(AgentConfig(output_root=out, models_root=tmp_path / "models", device="cpu"),
                                      Activity())
-        methods = {"PostProcess": grpc.stream_stream_rpc_method_handler(
-            service.PostProcess, response_serializer=pb.PostProcessEvent.SerializeToString)}
-        async with serving("artifex.v1.PostProcess", methods) as address:
+        async with serving(POST_PROCESS, service.PostProcess) as address:
             sender, messages = _frames()
             return await _answer(address, [_spec("full/clip"), *messages, sender.trailer_message()])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from artifex_agent.local_cluster import DEMO_MODEL, LocalCluster
+from tests.processes import started
 
 TOKEN = "split-token-5e2a"
 # Same folder name on both agents, other weights on 'b': a mismatched peer.
@@ -62,9 +63,5 @@ def duo(tmp_path_factory: pytest.TempPathFactory, a14b_root: Path, odd_model: Pa
     (roots["b"] / ODD).symlink_to(odd_model, target_is_directory=True)
     # LocalCluster finds its checkpoint under workdir/models and builds nothing.
     (work / "models").symlink_to(roots["a"], target_is_directory=True)
-    cluster = LocalCluster(work, agents={"a": {}, "b": {"models_root": str(roots["b"])}}, token=TOKEN)
-    cluster.start()
-    try:
+    with started(LocalCluster(work, agents={"a": {}, "b": {"models_root": str(roots["b"])}}, token=TOKEN)) as cluster:
         yield cluster
-    finally:
-        cluster.stop()

@@ -183,8 +183,8 @@ async def _relay(duo: LocalCluster, req: pb.GenerateRequest, spec: pb.PostSpec) 
 
 def test_decode_on_post_gives_the_same_video_as_decoding_on_the_generating_agent(duo: LocalCluster) -> None:
     def spec(name: str) -> pb.PostSpec:
-        return pb.PostSpec(output_name=f"dop/{name}", upscale=1, codec="h264", crf=18, encoder="software",
-                           encode=True)
+        return pb.PostSpec(output_name=f"dop/{name}", upscale=1, video_codec=pb.CODEC_H264, crf=18,
+                           encoder_choice=pb.ENCODER_CHOICE_SOFTWARE, encode=True)
 
     frames_path = asyncio.run(_relay(duo, request(duo, seed=31, output=RGB), spec("rgb")))
     latents_path = asyncio.run(_relay(duo, request(duo, seed=31, output=LATENT), spec("latent")))

@@ -11,13 +11,16 @@ from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from tests.split.test_agents import reference, request, split
 
+# Each kills an agent mid-split and restarts it.
+pytestmark = pytest.mark.slow
+
 
 def killer(cluster: LocalCluster, victim: str, at_step: int) -> tuple[Callable[[str, pb.Progress], None], list[int]]:
     """A progress callback that kill -9s `victim` once it reports denoising step `at_step`."""
     killed: list[int] = []
 
     def on_progress(agent: str, p: pb.Progress) -> None:
-        if agent == victim and p.stage == "denoise" and p.step >= at_step and not killed:
+        if agent == victim and p.current_stage == pb.STAGE_DENOISE and p.step >= at_step and not killed:
             cluster.children[victim].kill()
             killed.append(p.step)
 

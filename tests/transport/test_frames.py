@@ -48,15 +48,6 @@ def test_frames_round_trip_whatever_the_chunk_size(chunk_bytes: int) -> None:
     assert np.array_equal(_receive(_send(clip, chunk_bytes)), clip)
 
 
-def test_hand_written_chunk_is_the_protobuf_encoding() -> None:
-    data = bytes(range(256)) * 700
-    assert wire.encode_chunk(data) == pb.GenerateEvent(chunk=data).SerializeToString()
-    assert wire.encode_chunk(data) == pb.PostProcessRequest(chunk=data).SerializeToString()
-    assert wire.encode_bandwidth_chunk(data) == pb.BandwidthChunk(data=data).SerializeToString()
-    decoded = wire.decode(pb.GenerateEvent(chunk=data).SerializeToString(), first_field="progress")
-    assert decoded.kind == "chunk" and bytes(decoded.payload) == data
-
-
 def test_truncated_stream_is_rejected() -> None:
     messages = _send(_clip())[:-2]  # last frame and trailer lost
     with pytest.raises(StreamError, match="truncated"):

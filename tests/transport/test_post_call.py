@@ -18,6 +18,7 @@ from artifex_agent.services.activity import Activity
 from artifex_agent.services.postprocess import PostProcessService
 from artifex_agent.transport import frames, wire
 from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.transport.methods import POST_PROCESS
 from artifex_agent.transport.post_call import RemoteError, post_process, status_code
 from tests.services.conftest import serving
 
@@ -46,21 +47,19 @@ def _with_agent(tmp_path: Path, scenario: Callable[[AgentStub], Awaitable[T]]) -
     async def main() -> T:
         cfg = AgentConfig(output_root=tmp_path / "out", models_root=tmp_path / "models", device="cpu")
         service = PostProcessService(cfg, Activity())
-        methods = {"PostProcess": grpc.stream_stream_rpc_method_handler(
-            service.PostProcess, response_serializer=pb.PostProcessEvent.SerializeToString)}
-        async with serving("artifex.v1.PostProcess", methods) as address:
+        async with serving(POST_PROCESS, service.PostProcess) as address:
             async with open_channel(address) as channel:
                 return await scenario(AgentStub(channel))
     return asyncio.run(main())
 
 
 def test_frames_reach_the_agent_after_it_accepts_the_header(tmp_path: Path) -> None:
-    stages: list[str] = []
+    stages: list[int] = []
     spec = pb.PostSpec(output_name="ok/clip", encode=True)
     result = _with_agent(tmp_path, lambda stub: post_process(
-        stub, "post", spec, _each(_messages()), on_progress=lambda _, p: stages.append(p.stage), timeout=30))
+        stub, "post", spec, _each(_messages()), on_progress=lambda _, p: stages.append(p.current_stage), timeout=30))
     assert result.frames == 3 and Path(result.output_paths[0]).is_file()
-    assert stages[0] == "receive"
+    assert stages[0] == pb.STAGE_RECEIVE
 
 
 def test_a_refusal_arrives_as_an_error_event_before_the_status(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from artifex_agent.launcher import ChildProcess, start_agent, wait_serving
 from artifex_agent.local_cluster import write_cluster_toml
 from artifex_agent.watcher.names import Layout
 from artifex_agent.watcher.service import Watcher
+from tests.processes import held, stop_together
 
 MODELS = {"wan2.2-tiny-t2v-a14b", "wan2.2-t2v-a14b"}
 POLL_S = 0.1
@@ -196,10 +197,7 @@ class Rig:
         return JobsClient(f"127.0.0.1:{self.port}", timeout=20)
 
     def stop(self) -> None:
-        for w in self.watchers:
-            w.stop()
-        if self.coordinator is not None:
-            self.coordinator.stop()
+        stop_together([*self.watchers, *([self.coordinator] if self.coordinator is not None else [])])
 
     def stage(self, count: int, prefix: str = "job") -> Callable[[], None]:
         """Write `count` job files beside the inbox; the returned call renames them all in at once."""
@@ -238,12 +236,10 @@ def post_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clust
         "listen": "127.0.0.1:0", "roles": ["post"], "models_root": str(work / "models"),
         "output_root": str(work / "outputs"), "torch_threads": 1}})
     child: ChildProcess = start_agent(config, "post", work)
-    try:
+    with held(lambda: [child]):
         cluster = ClusterConfig.load(config)
         cluster.agent("post").address = f"127.0.0.1:{child.port}"
         yield cluster, work / "outputs"
-    finally:
-        child.stop()
 
 
 def post_cluster(post_agent: tuple[ClusterConfig, Path], tmp_path: Path) -> ClusterConfig:

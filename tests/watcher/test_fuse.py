@@ -118,6 +118,7 @@ def test_watcher_polls_on_fuse_and_takes_files_written_behind_it(fuse_share: tup
     assert submitter.calls == 1
 
 
+@pytest.mark.slow
 def test_forced_native_watcher_does_not_hear_writes_behind_the_mount(fuse_share: tuple[Path, Path], tmp_path: Path,
                                                                      submitter: RecordingSubmitter) -> None:
     backing, mount = fuse_share

@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from artifex_agent.watcher.names import Layout
 from tests.watcher.conftest import (
     RecordingSubmitter,
@@ -84,6 +86,7 @@ def test_temporary_names_wait_until_renamed(tmp_path: Path, submitter: Recording
     assert submitter.calls == 1
 
 
+@pytest.mark.slow
 def test_slowly_written_file_is_taken_only_when_complete(tmp_path: Path, submitter: RecordingSubmitter,
                                                          mode: str) -> None:
     cluster = make_cluster(tmp_path, mode=mode, settle_s=0.6)
@@ -193,7 +196,7 @@ def test_a_job_file_carries_loras_scheduler_and_its_preset_unresolved(tmp_path: 
     assert (spec.scheduler, spec.shift, spec.preset, spec.steps) == ("euler", 5.0, "fast", 2)
     # What goes to the coordinator: the file's fields, the rest left for the preset there.
     msg = spec_to_pb(spec)
-    assert len(msg.loras) == 2 and msg.steps == 2 and not msg.HasField("guidance")
+    assert len(msg.loras) == 2 and msg.steps == 2 and not msg.HasField("guidance_scale")
 
 
 def test_a_job_file_with_a_bad_lora_fails_naming_it(tmp_path: Path, submitter: RecordingSubmitter) -> None:

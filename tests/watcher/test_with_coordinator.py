@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from artifex_agent.launcher import ChildProcess
+from tests.processes import link_models, started
 from tests.watcher.conftest import Rig, wait_for
+
+# Watcher and coordinator processes, a hundred job files at a time.
+pytestmark = pytest.mark.slow
 
 
 def _coordinator_jobs(rig: Rig) -> list[Any]:
@@ -73,13 +77,13 @@ def test_files_dropped_while_the_watcher_was_down_are_taken_at_start(queue_only:
 
 
 @pytest.fixture(scope="module")
-def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def agents(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[Any]:
     """Real agents 'gen' and 'post' serving the tiny Wan2.2 checkpoint."""
     from artifex_agent.local_cluster import DEMO_MODEL, LocalCluster
 
     tables = {"gen": {"prefer": ["generate"], "preload": [DEMO_MODEL]},
               "post": {"prefer": ["post"], "preload": [DEMO_MODEL]}}
-    with LocalCluster(tmp_path_factory.mktemp("agents"), agents=tables) as cluster:
+    with started(LocalCluster(link_models(tmp_path_factory.mktemp("agents"), models_root), agents=tables)) as cluster:
         yield cluster
 
 

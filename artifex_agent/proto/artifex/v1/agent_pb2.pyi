@@ -13,6 +13,61 @@ class PayloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYLOAD_KIND_RGB24: _ClassVar[PayloadKind]
     PAYLOAD_KIND_LATENT: _ClassVar[PayloadKind]
 
+class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CODEC_UNSPECIFIED: _ClassVar[Codec]
+    CODEC_H264: _ClassVar[Codec]
+    CODEC_HEVC: _ClassVar[Codec]
+    CODEC_AV1: _ClassVar[Codec]
+    CODEC_VP9: _ClassVar[Codec]
+
+class EncoderChoice(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENCODER_CHOICE_UNSPECIFIED: _ClassVar[EncoderChoice]
+    ENCODER_CHOICE_AUTO: _ClassVar[EncoderChoice]
+    ENCODER_CHOICE_SOFTWARE: _ClassVar[EncoderChoice]
+    ENCODER_CHOICE_NVENC: _ClassVar[EncoderChoice]
+
+class VideoEncoder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VIDEO_ENCODER_UNSPECIFIED: _ClassVar[VideoEncoder]
+    VIDEO_ENCODER_H264_NVENC: _ClassVar[VideoEncoder]
+    VIDEO_ENCODER_HEVC_NVENC: _ClassVar[VideoEncoder]
+    VIDEO_ENCODER_AV1_NVENC: _ClassVar[VideoEncoder]
+    VIDEO_ENCODER_LIBX264: _ClassVar[VideoEncoder]
+    VIDEO_ENCODER_LIBX265: _ClassVar[VideoEncoder]
+    VIDEO_ENCODER_LIBSVTAV1: _ClassVar[VideoEncoder]
+    VIDEO_ENCODER_LIBVPX_VP9: _ClassVar[VideoEncoder]
+
+class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STAGE_UNSPECIFIED: _ClassVar[Stage]
+    STAGE_QUEUED: _ClassVar[Stage]
+    STAGE_ACCEPTED: _ClassVar[Stage]
+    STAGE_DENOISE: _ClassVar[Stage]
+    STAGE_HANDOFF: _ClassVar[Stage]
+    STAGE_DECODE: _ClassVar[Stage]
+    STAGE_STREAM: _ClassVar[Stage]
+    STAGE_RECEIVE: _ClassVar[Stage]
+    STAGE_POST: _ClassVar[Stage]
+    STAGE_SPLIT: _ClassVar[Stage]
+    STAGE_FAILOVER: _ClassVar[Stage]
+    STAGE_ERROR: _ClassVar[Stage]
+    STAGE_WAITING: _ClassVar[Stage]
+    STAGE_GENERATING: _ClassVar[Stage]
+    STAGE_STREAMING: _ClassVar[Stage]
+    STAGE_DONE: _ClassVar[Stage]
+    STAGE_FAILED: _ClassVar[Stage]
+    STAGE_CANCELLED: _ClassVar[Stage]
+
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_T2V: _ClassVar[ModelKind]
+    MODEL_KIND_I2V: _ClassVar[ModelKind]
+    MODEL_KIND_TI2V: _ClassVar[ModelKind]
+    MODEL_KIND_UPSCALE: _ClassVar[ModelKind]
+
 class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TASK_UNSPECIFIED: _ClassVar[Task]
@@ -21,6 +76,46 @@ class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 PAYLOAD_KIND_UNSPECIFIED: PayloadKind
 PAYLOAD_KIND_RGB24: PayloadKind
 PAYLOAD_KIND_LATENT: PayloadKind
+CODEC_UNSPECIFIED: Codec
+CODEC_H264: Codec
+CODEC_HEVC: Codec
+CODEC_AV1: Codec
+CODEC_VP9: Codec
+ENCODER_CHOICE_UNSPECIFIED: EncoderChoice
+ENCODER_CHOICE_AUTO: EncoderChoice
+ENCODER_CHOICE_SOFTWARE: EncoderChoice
+ENCODER_CHOICE_NVENC: EncoderChoice
+VIDEO_ENCODER_UNSPECIFIED: VideoEncoder
+VIDEO_ENCODER_H264_NVENC: VideoEncoder
+VIDEO_ENCODER_HEVC_NVENC: VideoEncoder
+VIDEO_ENCODER_AV1_NVENC: VideoEncoder
+VIDEO_ENCODER_LIBX264: VideoEncoder
+VIDEO_ENCODER_LIBX265: VideoEncoder
+VIDEO_ENCODER_LIBSVTAV1: VideoEncoder
+VIDEO_ENCODER_LIBVPX_VP9: VideoEncoder
+STAGE_UNSPECIFIED: Stage
+STAGE_QUEUED: Stage
+STAGE_ACCEPTED: Stage
+STAGE_DENOISE: Stage
+STAGE_HANDOFF: Stage
+STAGE_DECODE: Stage
+STAGE_STREAM: Stage
+STAGE_RECEIVE: Stage
+STAGE_POST: Stage
+STAGE_SPLIT: Stage
+STAGE_FAILOVER: Stage
+STAGE_ERROR: Stage
+STAGE_WAITING: Stage
+STAGE_GENERATING: Stage
+STAGE_STREAMING: Stage
+STAGE_DONE: Stage
+STAGE_FAILED: Stage
+STAGE_CANCELLED: Stage
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_T2V: ModelKind
+MODEL_KIND_I2V: ModelKind
+MODEL_KIND_TI2V: ModelKind
+MODEL_KIND_UPSCALE: ModelKind
 TASK_UNSPECIFIED: Task
 TASK_T2V: Task
 TASK_I2V: Task
@@ -64,18 +159,18 @@ class StreamTrailer(_message.Message):
     def __init__(self, frame_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("stage", "step", "total", "message", "elapsed_s")
-    STAGE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("current_stage", "step", "total", "message", "elapsed_s")
+    CURRENT_STAGE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
-    stage: str
+    current_stage: Stage
     step: int
     total: int
     message: str
     elapsed_s: float
-    def __init__(self, stage: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, current_stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id", "seeds", "loras", "scheduler", "shift", "boundary_ratio")
@@ -146,30 +241,30 @@ class GenerateEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[StreamTrailer, _Mapping]] = ...) -> None: ...
 
 class PostSpec(_message.Message):
-    __slots__ = ("output_name", "upscale", "upscale_model", "codec", "crf", "preset", "fps", "encoder", "encode", "job_id", "split_clips")
+    __slots__ = ("output_name", "upscale", "upscale_model", "crf", "preset", "fps", "encode", "job_id", "split_clips", "video_codec", "encoder_choice")
     OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_MODEL_FIELD_NUMBER: _ClassVar[int]
-    CODEC_FIELD_NUMBER: _ClassVar[int]
     CRF_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
-    ENCODER_FIELD_NUMBER: _ClassVar[int]
     ENCODE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPLIT_CLIPS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_CHOICE_FIELD_NUMBER: _ClassVar[int]
     output_name: str
     upscale: int
     upscale_model: str
-    codec: str
     crf: int
     preset: str
     fps: float
-    encoder: str
     encode: bool
     job_id: str
     split_clips: bool
-    def __init__(self, output_name: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., codec: _Optional[str] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., fps: _Optional[float] = ..., encoder: _Optional[str] = ..., encode: _Optional[bool] = ..., job_id: _Optional[str] = ..., split_clips: _Optional[bool] = ...) -> None: ...
+    video_codec: Codec
+    encoder_choice: EncoderChoice
+    def __init__(self, output_name: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., fps: _Optional[float] = ..., encode: _Optional[bool] = ..., job_id: _Optional[str] = ..., split_clips: _Optional[bool] = ..., video_codec: _Optional[_Union[Codec, str]] = ..., encoder_choice: _Optional[_Union[EncoderChoice, str]] = ...) -> None: ...
 
 class PostProcessRequest(_message.Message):
     __slots__ = ("spec", "header", "chunk", "trailer")
@@ -184,32 +279,32 @@ class PostProcessRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[PostSpec, _Mapping]] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[StreamTrailer, _Mapping]] = ...) -> None: ...
 
 class PostResult(_message.Message):
-    __slots__ = ("output_paths", "output_bytes", "frames", "width", "height", "codec", "encoder", "sha256", "receive_s", "upscale_s", "encode_s", "payload_bytes")
+    __slots__ = ("output_paths", "output_bytes", "frames", "width", "height", "sha256", "receive_s", "upscale_s", "encode_s", "payload_bytes", "video_codec", "video_encoder")
     OUTPUT_PATHS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
-    CODEC_FIELD_NUMBER: _ClassVar[int]
-    ENCODER_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_S_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_S_FIELD_NUMBER: _ClassVar[int]
     ENCODE_S_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_ENCODER_FIELD_NUMBER: _ClassVar[int]
     output_paths: _containers.RepeatedScalarFieldContainer[str]
     output_bytes: int
     frames: int
     width: int
     height: int
-    codec: str
-    encoder: str
     sha256: _containers.RepeatedScalarFieldContainer[str]
     receive_s: float
     upscale_s: float
     encode_s: float
     payload_bytes: int
-    def __init__(self, output_paths: _Optional[_Iterable[str]] = ..., output_bytes: _Optional[int] = ..., frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., codec: _Optional[str] = ..., encoder: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ..., receive_s: _Optional[float] = ..., upscale_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
+    video_codec: Codec
+    video_encoder: VideoEncoder
+    def __init__(self, output_paths: _Optional[_Iterable[str]] = ..., output_bytes: _Optional[int] = ..., frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sha256: _Optional[_Iterable[str]] = ..., receive_s: _Optional[float] = ..., upscale_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., payload_bytes: _Optional[int] = ..., video_codec: _Optional[_Union[Codec, str]] = ..., video_encoder: _Optional[_Union[VideoEncoder, str]] = ...) -> None: ...
 
 class ErrorStatus(_message.Message):
     __slots__ = ("code", "message")
@@ -252,18 +347,18 @@ class GpuInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., temperature_c: _Optional[int] = ..., utilization_pct: _Optional[int] = ..., driver: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "complete", "problem", "two_experts")
+    __slots__ = ("name", "complete", "problem", "two_experts", "model_kind")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    KIND_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     TWO_EXPERTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_KIND_FIELD_NUMBER: _ClassVar[int]
     name: str
-    kind: str
     complete: bool
     problem: str
     two_experts: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ...) -> None: ...
+    model_kind: ModelKind
+    def __init__(self, name: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
     __slots__ = ("name", "protocol_version", "version", "hostname", "platform", "gpus", "models", "encoders", "roles", "torch_version", "cuda_version", "time_unix", "active_streams", "gpu_problem", "cuda_available", "link_interface", "link_mtu")

@@ -8,6 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SplitMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPLIT_MODE_UNSPECIFIED: _ClassVar[SplitMode]
+    SPLIT_MODE_NONE: _ClassVar[SplitMode]
+    SPLIT_MODE_EXPERTS: _ClassVar[SplitMode]
+    SPLIT_MODE_CFG: _ClassVar[SplitMode]
+    SPLIT_MODE_AUTO: _ClassVar[SplitMode]
+
+class DecodeOn(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECODE_ON_UNSPECIFIED: _ClassVar[DecodeOn]
+    DECODE_ON_GENERATE: _ClassVar[DecodeOn]
+    DECODE_ON_POST: _ClassVar[DecodeOn]
+
+class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_EVENT_KIND_UNSPECIFIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_STATE: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_PROGRESS: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_RETRY: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_INFO: _ClassVar[JobEventKind]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -16,6 +38,19 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_DONE: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+SPLIT_MODE_UNSPECIFIED: SplitMode
+SPLIT_MODE_NONE: SplitMode
+SPLIT_MODE_EXPERTS: SplitMode
+SPLIT_MODE_CFG: SplitMode
+SPLIT_MODE_AUTO: SplitMode
+DECODE_ON_UNSPECIFIED: DecodeOn
+DECODE_ON_GENERATE: DecodeOn
+DECODE_ON_POST: DecodeOn
+JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
+JOB_EVENT_KIND_STATE: JobEventKind
+JOB_EVENT_KIND_PROGRESS: JobEventKind
+JOB_EVENT_KIND_RETRY: JobEventKind
+JOB_EVENT_KIND_INFO: JobEventKind
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -24,7 +59,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompts", "model", "width", "height", "frames", "steps", "guidance", "guidance_2", "negative", "seed", "fps", "image", "upscale", "upscale_model", "codec", "crf", "encode_preset", "encoder", "output", "priority", "split", "decode_on", "tags", "loras", "scheduler", "shift", "boundary_ratio", "preset")
+    __slots__ = ("prompts", "model", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "negative_prompt", "seed", "fps", "image", "upscale", "upscale_model", "crf", "encode_preset", "output", "priority", "tags", "loras", "scheduler", "shift", "boundary_ratio", "preset", "video_codec", "encoder_choice", "split_mode", "decode_on_side")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,62 +71,62 @@ class JobSpec(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
-    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
-    GUIDANCE_FIELD_NUMBER: _ClassVar[int]
-    GUIDANCE_2_FIELD_NUMBER: _ClassVar[int]
-    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_2_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_MODEL_FIELD_NUMBER: _ClassVar[int]
-    CODEC_FIELD_NUMBER: _ClassVar[int]
     CRF_FIELD_NUMBER: _ClassVar[int]
     ENCODE_PRESET_FIELD_NUMBER: _ClassVar[int]
-    ENCODER_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
-    SPLIT_FIELD_NUMBER: _ClassVar[int]
-    DECODE_ON_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     SHIFT_FIELD_NUMBER: _ClassVar[int]
     BOUNDARY_RATIO_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_MODE_FIELD_NUMBER: _ClassVar[int]
+    DECODE_ON_SIDE_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedScalarFieldContainer[str]
     model: str
     width: int
     height: int
-    frames: int
+    num_frames: int
     steps: int
-    guidance: float
-    guidance_2: float
-    negative: str
+    guidance_scale: float
+    guidance_scale_2: float
+    negative_prompt: str
     seed: int
     fps: float
     image: str
     upscale: int
     upscale_model: str
-    codec: str
     crf: int
     encode_preset: str
-    encoder: str
     output: str
     priority: int
-    split: str
-    decode_on: str
     tags: _containers.ScalarMap[str, str]
     loras: _containers.RepeatedCompositeFieldContainer[_agent_pb2.LoraRef]
     scheduler: str
     shift: float
     boundary_ratio: float
     preset: str
-    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., guidance_2: _Optional[float] = ..., negative: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., codec: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., encoder: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., split: _Optional[str] = ..., decode_on: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ...) -> None: ...
+    video_codec: _agent_pb2.Codec
+    encoder_choice: _agent_pb2.EncoderChoice
+    split_mode: SplitMode
+    decode_on_side: DecodeOn
+    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ..., video_codec: _Optional[_Union[_agent_pb2.Codec, str]] = ..., encoder_choice: _Optional[_Union[_agent_pb2.EncoderChoice, str]] = ..., split_mode: _Optional[_Union[SplitMode, str]] = ..., decode_on_side: _Optional[_Union[DecodeOn, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "stage", "batch_id", "idempotency_key", "sha256")
+    __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "current_stage", "batch_id", "idempotency_key", "sha256")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -104,7 +139,7 @@ class Job(_message.Message):
     STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
-    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_STAGE_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -120,37 +155,39 @@ class Job(_message.Message):
     started_unix: float
     finished_unix: float
     cached: bool
-    stage: str
+    current_stage: _agent_pb2.Stage
     batch_id: str
     idempotency_key: str
     sha256: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., agent: _Optional[str] = ..., post_agent: _Optional[str] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., cached: _Optional[bool] = ..., stage: _Optional[str] = ..., batch_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., agent: _Optional[str] = ..., post_agent: _Optional[str] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., cached: _Optional[bool] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., batch_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "seq", "time_unix", "kind", "state", "stage", "step", "total", "message", "agent", "job")
+    __slots__ = ("job_id", "seq", "time_unix", "state", "current_stage", "step", "total", "message", "agent", "job", "event_kind", "snapshot")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
-    KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
-    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_STAGE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
+    EVENT_KIND_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     seq: int
     time_unix: float
-    kind: str
     state: JobState
-    stage: str
+    current_stage: _agent_pb2.Stage
     step: int
     total: int
     message: str
     agent: str
     job: Job
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time_unix: _Optional[float] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., agent: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+    event_kind: JobEventKind
+    snapshot: bool
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time_unix: _Optional[float] = ..., state: _Optional[_Union[JobState, str]] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., agent: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., event_kind: _Optional[_Union[JobEventKind, str]] = ..., snapshot: _Optional[bool] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("spec", "idempotency_key")

@@ -1,0 +1,81 @@
+"""One engine call in a worker thread, its messages pumped to the async stream that asked for it.
+
+Torch runs off the event loop; what the worker emits (progress, a CFG half's predictions)
+reaches the handler in order, and a client that goes away sets `cancel`, which the engines
+check between denoising steps, so the GPU is free soon after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import Executor
+from typing import Any, Generic, TypeVar
+
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.transport import wire
+from artifex_agent.vocabulary import Stage
+from artifex_agent.wire_enums import stage_to_pb
+
+T = TypeVar("T")
+
+
+class Pump(Generic[T]):
+    """A job's worker thread and its async handler (create it on the event loop)."""
+
+    def __init__(self, started: float | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.started = time.monotonic() if started is None else started
+        self.cancel = threading.Event()
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._future: asyncio.Future[T] | None = None
+
+    def emit(self, message: bytes) -> None:
+        """Send `message` from the worker (thread-safe); dropped once the handler is gone."""
+        try:
+            self.loop.call_soon_threadsafe(self._outbox.put_nowait, message)
+        except RuntimeError:  # the event loop closed under a cancelled call
+            pass
+
+    def progress(self, stage: Stage, step: int = 0, total: int = 0, message: str = "") -> None:
+        """Emit a Progress event, timed from `started`."""
+        # Progress is field 1 of GenerateEvent, DenoiseEvent and CfgEvent alike.
+        self.emit(wire.encode_progress(pb.Progress(current_stage=stage_to_pb(stage), step=step, total=total,
+                                                   message=message, elapsed_s=time.monotonic() - self.started)))
+
+    def on_step(self, step: int, total: int, message: str = "") -> None:
+        """A denoising step done: the engines' step callback."""
+        self.progress("denoise", step, total, message)
+
+    async def run(self, executor: Executor, work: Callable[[], T]) -> AsyncGenerator[bytes, None]:
+        """Start `work` in `executor` and yield what it emits until it ends; then `result()` has its outcome.
+
+        Close this generator promptly (contextlib.aclosing): closing it is what cancels the work.
+        """
+        # The copied context carries the job id into the worker's log lines (executors drop it).
+        future = self._future = self.loop.run_in_executor(executor, contextvars.copy_context().run, work)
+        getter: asyncio.Future[bytes] | None = None
+        try:
+            while not future.done():
+                getter = asyncio.ensure_future(self._outbox.get())
+                waiting: set[asyncio.Future[Any]] = {getter, future}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()  # now, before it can take a message that the loop below yields
+            while not self._outbox.empty():
+                yield self._outbox.get_nowait()
+        finally:
+            if getter is not None:
+                getter.cancel()  # the handler was closed while waiting
+            # The client went away (or we failed): stop between steps and free the engine.
+            self.cancel.set()
+
+    def result(self) -> T:
+        """The work's return value, or its exception raised here."""
+        assert self._future is not None and self._future.done(), "result() before run() ended"
+        return self._future.result()
