@@ -64,10 +64,9 @@ def measure(workdir: Path, source: Path | None) -> dict[str, set[str]]:
     if source:
         sys.path.insert(0, str(source))
     os.environ["OMP_NUM_THREADS"] = "1"
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from coordinator.conftest import Coordinator  # the test rig's coordinator process
-
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from artifex_agent.local_cluster import DEMO_MODEL, LocalCluster
+    from tests.coordinator.conftest import Coordinator  # the test rig's coordinator process
 
     os.environ["ARTIFEX_TRACE_DIR"] = str(trace)  # read by the hook in every child process
     with LocalCluster(workdir / "agents", agents={"a": {"prefer": ["generate"]}, "b": {"prefer": ["post"]}}) as cl:

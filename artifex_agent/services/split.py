@@ -23,16 +23,16 @@ import torch
 from artifex_agent.config import AgentConfig
 from artifex_agent.engines.generation import FPS, GenerationEngine, GenerationRequest
 from artifex_agent.engines.models import resolve_model
-from artifex_agent.errors import ArtifexError, RequestError
+from artifex_agent.errors import RequestError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import split_pb2 as spb
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.admission import Admission, Limits, Ticket
-from artifex_agent.services.errors import status_for, streaming
+from artifex_agent.services.errors import streaming_with_error_event
 from artifex_agent.services.generate import to_engine_request
 from artifex_agent.services.pump import Pump
 from artifex_agent.split import cfg as cfg_split
-from artifex_agent.split import handoff, inbound, stages
+from artifex_agent.split import handoff, inbound, messages, stages
 from artifex_agent.split.denoise import Pass
 from artifex_agent.transport import wire
 from artifex_agent.transport.clips import ClipStream
@@ -44,23 +44,9 @@ WORKERS = 4
 _ROLES: dict[int, Pass] = {spb.CFG_ROLE_COND: "cond", spb.CFG_ROLE_UNCOND: "uncond"}
 
 
-def inband_errors(fn: Callable[..., AsyncIterator[bytes]]) -> Callable[..., AsyncIterator[bytes]]:
-    """Send a refusal's status as a last Progress(STAGE_ERROR) before the abort that carries it.
-
-    A client still writing when the server aborts may be told INTERNAL "Internal error from
-    Core" instead of the real status (grpc aio, seen here in about half of such races); the
-    in-band copy arrives first either way, and split clients prefer it.
-    """
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        try:
-            async for item in fn(self, request_iterator, context):
-                yield item
-        except ArtifexError as exc:
-            yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_ERROR,
-                                                   message=f"{status_for(exc).name}: {exc}"))
-            raise
-    return wrapper
+def _error_event(status: pb.ErrorStatus) -> bytes:
+    # DenoiseEvent and CfgEvent number `error` alike (wire.ERROR): one encoding serves both.
+    return messages.denoise_event(error=status)
 
 
 class SplitService:
@@ -82,19 +68,18 @@ class SplitService:
             raise RequestError("split jobs run text-to-video only; run image-to-video jobs whole (split none)")
         return req
 
-    def _prefetch(self, model: str) -> None:
+    def _prefetch(self, model: str) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().run_in_executor(self.executor, self.engine.load, model)
         # A failed load fails again, with its message, when the job takes the engine.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
 
-    @streaming
-    @inband_errors
+    @streaming_with_error_event(_error_event)
     def Denoise(self, request_iterator: AsyncIterable[bytes],
                 context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         return self._admitted("Denoise", self._denoise, request_iterator)
 
-    @streaming
-    @inband_errors
+    @streaming_with_error_event(_error_event)
     def CfgPeer(self, request_iterator: AsyncIterable[bytes],
                 context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         return self._admitted("CfgPeer", self._cfg_peer, request_iterator)
@@ -117,16 +102,21 @@ class SplitService:
         fingerprint = await asyncio.to_thread(stages.fingerprint, self.engine, req.model)
         with self.activity.track("denoise", spec.request.job_id):
             got = None
+            loading = None
             if spec.resume:
                 # Load the model while the other agent still runs the first steps.
-                self._prefetch(req.model)
+                loading = self._prefetch(req.model)
                 rx = handoff.HandoffReceiver(request=spec.request, fingerprint=fingerprint)
                 next_step = await inbound.handoff_header(ticket, incoming, rx)
-                # The client holds the tensors back until the header is accepted (see inband_errors).
+                # The client holds the tensors back until the header is accepted (split/streams.py).
                 yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_ACCEPTED, step=next_step,
                                                        total=req.steps))
                 got = await inbound.handoff_body(ticket, incoming, rx)
             yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED, message=f"model {req.model}"))
+            if loading is not None:
+                # Not beside the load: both import from diffusers, whose first import is not thread-safe
+                # ("cannot import name ... from 'diffusers'", seen as INTERNAL on a fresh agent).
+                await asyncio.wait({loading})
             experts = await asyncio.to_thread(stages.experts_needed, self.engine, req, spec,
                                               got.state.next_step if got is not None else 0)
             pump: Pump[stages.Handed] = Pump(started)

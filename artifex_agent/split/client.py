@@ -23,7 +23,6 @@ import torch
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import RequestError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import RemoteError
 from artifex_agent.split import messages, streams
 from artifex_agent.split.cfg import check_guidance
 from artifex_agent.split.streams import AgentLost, Calls, ProgressCallback, SplitStats
@@ -189,10 +188,6 @@ async def collect(stream: AsyncIterator[bytes]) -> Output:
 async def post_stream(post: AgentStub, post_name: str, spec: pb.PostSpec, stream: AsyncIterator[bytes], *,
                       on_progress: ProgressCallback | None = None, timeout: float | None = None) -> pb.PostResult:
     """Feed an output stream into PostProcess; an upstream failure ends it without a trailer, so nothing is kept."""
-    return await post_call.post_process(post, post_name, spec, stream, on_progress=on_progress, timeout=timeout,
-                                        error=_post_error)
-
-
-def _post_error(agent: str, code: grpc.StatusCode, details: str) -> RemoteError:
     # A post agent that broke (not one that refused) is lost: the job fails over.
-    return (AgentLost if code in streams.LOST_CODES else RemoteError)(agent, code, details)
+    return await post_call.post_process(post, post_name, spec, stream, on_progress=on_progress, timeout=timeout,
+                                        error=streams.agent_error)

@@ -22,7 +22,8 @@ from artifex_agent.relay import RemoteError
 from artifex_agent.split import messages
 from artifex_agent.transport import methods
 from artifex_agent.transport.channel import AgentStub
-from artifex_agent.transport.wire import HANDOFF, HEADER, NOISE, PROGRESS, TRAILER
+from artifex_agent.transport.post_call import Gate, refusal
+from artifex_agent.transport.wire import ERROR, HANDOFF, HEADER, NOISE, PROGRESS, TRAILER
 
 # Statuses that mean the agent (or the way to it) broke, not that the job is wrong: fail over on these.
 LOST_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
@@ -37,33 +38,32 @@ class AgentLost(RemoteError):
     """An agent of the job died or broke mid-way (its stream failed with UNAVAILABLE, INTERNAL...)."""
 
 
-class Inband:
-    """Statuses agents sent in-band (Progress stage "error") before aborting, by agent.
+def agent_error(agent: str, code: grpc.StatusCode, details: str) -> RemoteError:
+    """AgentLost when the status says the agent broke (the job fails over), else the refusal as it is."""
+    return (AgentLost if code in LOST_CODES else RemoteError)(agent, code, details)
 
-    A client still writing when the server aborts may see INTERNAL instead of the real
-    status (services/split.py, inband_errors); the in-band copy is the truth.
+
+class Inband:
+    """Refusals agents sent in band (an ErrorStatus event) before the status, by agent.
+
+    A client still writing when an agent refuses may see INTERNAL instead of the real
+    status (transport/post_call.py); the in-band copy is the truth, and decides whether
+    the agent is lost or the job refused.
     """
 
     def __init__(self) -> None:
-        self.errors: dict[str, tuple[grpc.StatusCode, str]] = {}
+        self.errors: dict[str, RemoteError] = {}
 
-    def note(self, agent: str, p: pb.Progress) -> bool:
-        """Remember an error event; True when `p` was one."""
-        if p.current_stage != pb.STAGE_ERROR:
+    def note(self, agent: str, raw: bytes) -> bool:
+        """Remember an error event; True when `raw` was one."""
+        if raw[0] != ERROR:
             return False
-        name, _, details = p.message.partition(": ")
-        code = getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
-        self.errors[agent] = (code, details)
+        self.errors[agent] = refusal(agent, spb.DenoiseEvent.FromString(raw).error, agent_error)
         return True
 
     def error(self, agent: str, exc: grpc.aio.AioRpcError) -> RemoteError:
-        code, details = self.errors.get(agent, (exc.code(), exc.details() or ""))
-        cls = AgentLost if code in LOST_CODES else RemoteError
-        return cls(agent, code, details)
-
-
-def remote_error(agent: str, exc: grpc.aio.AioRpcError) -> RemoteError:
-    return Inband().error(agent, exc)
+        """What the agent's failed call means: its in-band refusal if it sent one, else the call's status."""
+        return self.errors.get(agent) or agent_error(agent, exc.code(), exc.details() or "")
 
 
 @dataclass
@@ -107,11 +107,9 @@ def _progress(raw: bytes) -> pb.Progress:
     return pb.GenerateEvent.FromString(raw).progress
 
 
-def _report(on_progress: ProgressCallback | None, agent: str, raw: bytes, inband: Inband | None = None) -> int:
-    """Pass a progress message on (error events go to `inband`); returns its stage."""
+def _report(on_progress: ProgressCallback | None, agent: str, raw: bytes) -> int:
+    """Pass a progress message on; returns its stage."""
     p = _progress(raw)
-    if inband is not None and inband.note(agent, p):
-        return p.current_stage
     if on_progress is not None:
         on_progress(agent, p)
     return p.current_stage
@@ -129,11 +127,12 @@ async def whole_stream(stub: AgentStub, name: str, request: pb.GenerateRequest, 
     try:
         async for raw in call:
             if raw[0] == PROGRESS:
-                _report(on_progress, name, raw, None)
+                _report(on_progress, name, raw)
             else:
                 yield raw
     except grpc.aio.AioRpcError as exc:
-        raise remote_error(name, exc) from None
+        # Generate takes no stream from us: nothing to race its status, no in-band copy to prefer.
+        raise agent_error(name, exc.code(), exc.details() or "") from None
 
 
 async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateRequest, first: str, second: str,
@@ -147,26 +146,25 @@ async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateReques
     call_a = calls.add(denoise_call(agents[first], _once(messages.denoise_request(spec=spec1)), timeout))
     upstream: list[BaseException] = []
     inband = Inband()
-    accepted = asyncio.Event()
-    over = False
+    gate = Gate()
 
     async def feed_second() -> AsyncIterator[bytes]:
         yield messages.denoise_request(spec=spb.DenoiseSpec(request=request, resume=True))
         began = 0.0
         try:
             async for raw in call_a:
+                if inband.note(first, raw):
+                    continue
                 if raw[0] == PROGRESS:
-                    _report(on_progress, first, raw, inband)
+                    _report(on_progress, first, raw)
                     continue
                 if raw[0] == HANDOFF:
                     began = time.monotonic()
                 stats.handoff_bytes += len(raw)
                 yield raw
-                if raw[0] == HANDOFF:
-                    # Not writing while the second agent may refuse the header (see Inband).
-                    await accepted.wait()
-                    if over:
-                        return
+                if raw[0] == HANDOFF and not await gate.passed():
+                    # Not writing the tensors while the second agent may refuse the header; it ended the call.
+                    return
                 if raw[0] == TRAILER:
                     stats.handoff_s = time.monotonic() - began
                     return  # end the request stream now: nothing follows a trailer
@@ -177,9 +175,11 @@ async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateReques
     call_b = calls.add(denoise_call(agents[second], feed_second(), timeout))
     try:
         async for raw in call_b:
+            if inband.note(second, raw):
+                continue
             if raw[0] == PROGRESS:
-                if _report(on_progress, second, raw, inband) == pb.STAGE_ACCEPTED:
-                    accepted.set()
+                if _report(on_progress, second, raw) == pb.STAGE_ACCEPTED:
+                    gate.accept()
             else:
                 yield raw
     except grpc.aio.AioRpcError as exc:
@@ -189,8 +189,7 @@ async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateReques
         raise inband.error(second, exc) from None
     finally:
         # A request stream left waiting would outlive its finished call.
-        over = True
-        accepted.set()
+        gate.close()
     if upstream:
         raise upstream[0]
 
@@ -221,8 +220,10 @@ async def cfg_stream(agents: dict[str, AgentStub], request: pb.GenerateRequest, 
         try:
             async for raw in call:
                 tag = raw[0]
+                if inband.note(name, raw):
+                    continue
                 if tag == PROGRESS:
-                    _report(on_progress, name, raw, inband)
+                    _report(on_progress, name, raw)
                     continue
                 if tag == NOISE:
                     to_peer = True

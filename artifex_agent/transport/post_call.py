@@ -1,11 +1,15 @@
-"""One PostProcess call from the client side: spec and header, wait to be accepted, then the frames.
+"""Streaming calls an agent may refuse mid-way, from the client side; and one PostProcess call.
 
-A client still writing when the agent refuses (no such upscale model, a bad header) may be
-told INTERNAL "Internal error from Core" by grpc aio instead of the real status, and a
-refusal retried as if the agent had broken. So every caller goes through `post_process`:
-it holds the chunks back until the agent accepts spec and header (Progress stage
-"receive"), and it takes the agent's status from the ErrorStatus event the agent sends
-before ending the call, which arrives intact whatever the transport status says.
+A client still writing when the agent refuses (no such upscale model, a bad header or
+hand-off) may be told INTERNAL "Internal error from Core" by grpc aio instead of the real
+status: a write that fails as the call ends overwrites the status the agent sent
+(grpc/grpc#36066), and a refusal would be retried as if the agent had broken. So the agent
+sends its status first as a typed ErrorStatus event (services/errors.py
+streaming_with_error_event), which arrives intact whatever the transport status says, and
+the client takes the status from it (`refusal`). And a client holds its bulk back behind a
+`Gate` until the agent accepts what came before it (spec, stream header, hand-off header),
+so that most refusals meet no write at all. PostProcess (`post_process` below) and the
+split calls (split/streams.py) both work this way.
 """
 
 from __future__ import annotations
@@ -20,11 +24,10 @@ from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import wire
 from artifex_agent.transport.channel import AgentStub
 
-# The first byte of a GenerateEvent/PostProcessRequest holding the stream header (field 2).
-_HEADER_TAG = 0x12
 # The Progress stage by which the post agent accepts spec and header.
 ACCEPTED = pb.STAGE_RECEIVE
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_HEADER = bytes((wire.HEADER,))
 
 
 class RemoteError(ArtifexError):
@@ -39,6 +42,27 @@ class RemoteError(ArtifexError):
 
 # (agent, code, details) -> the exception to raise; split clients give AgentLost for a broken agent.
 ErrorFactory = Callable[[str, grpc.StatusCode, str], RemoteError]
+
+
+class Gate:
+    """Holds a request stream's bulk back until the agent accepts; open for good once the call is over."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self.over = False
+
+    def accept(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        """The call is over: a writer waiting here is let go, and should write nothing more."""
+        self.over = True
+        self._open.set()
+
+    async def passed(self) -> bool:
+        """Wait until accepted; False when the call ended instead."""
+        await self._open.wait()
+        return not self.over
 # (agent name, progress)
 ProgressCallback = Callable[[str, pb.Progress], None]
 
@@ -46,6 +70,11 @@ ProgressCallback = Callable[[str, pb.Progress], None]
 def status_code(number: int) -> grpc.StatusCode:
     """The grpc status code with this number (an unknown number is UNKNOWN)."""
     return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
+def refusal(agent: str, status: pb.ErrorStatus, error: ErrorFactory = RemoteError) -> RemoteError:
+    """The exception for an agent's in-band ErrorStatus event."""
+    return error(agent, status_code(status.code), status.message)
 
 
 async def post_process(post: AgentStub, post_name: str, spec: pb.PostSpec, upstream: AsyncIterator[bytes], *,
@@ -57,18 +86,17 @@ async def post_process(post: AgentStub, post_name: str, spec: pb.PostSpec, upstr
     nothing) and is raised in preference to whatever the agent then answers.
     """
     upstream_error: list[BaseException] = []
-    accepted = asyncio.Event()
-    over = False
+    gate = Gate()
 
     async def requests() -> AsyncIterator[bytes]:
         yield wire.encode_spec(spec)
         try:
             async for raw in upstream:
-                if over:
+                if gate.over:
                     return
                 yield raw
-                if raw[:1] == bytes((_HEADER_TAG,)):
-                    await accepted.wait()
+                if raw[:1] == _HEADER and not await gate.passed():
+                    return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - raised by the caller below, once the call is over
@@ -83,11 +111,11 @@ async def post_process(post: AgentStub, post_name: str, spec: pb.PostSpec, upstr
             if which == "result":
                 result = event.result
             elif which == "error":
-                refused = error(post_name, status_code(event.error.code), event.error.message)
+                refused = refusal(post_name, event.error, error)
                 break
             elif which == "progress":
                 if event.progress.current_stage == ACCEPTED:
-                    accepted.set()
+                    gate.accept()
                 if on_progress is not None:
                     on_progress(post_name, event.progress)
     except grpc.aio.AioRpcError as exc:
@@ -95,8 +123,7 @@ async def post_process(post: AgentStub, post_name: str, spec: pb.PostSpec, upstr
             raise upstream_error[0] from None
         raise error(post_name, exc.code(), exc.details() or "") from None
     finally:
-        over = True
-        accepted.set()
+        gate.close()
         call.cancel()
     if upstream_error:
         raise upstream_error[0]

@@ -44,6 +44,8 @@ CHUNK = _tag("chunk", *RELAYED)
 TRAILER = _tag("trailer", *RELAYED)
 HANDOFF = _tag("handoff", spb.DenoiseRequest, spb.DenoiseEvent)
 NOISE = _tag("noise", spb.CfgRequest, spb.CfgEvent)
+# A split agent's refusal, in band before its status (split/streams.py).
+ERROR = _tag("error", spb.DenoiseEvent, spb.CfgEvent)
 BANDWIDTH_DATA = _tag("data", pb.BandwidthChunk)
 _CHUNK_BYTE = bytes((CHUNK,))
 _BANDWIDTH_BYTE = bytes((BANDWIDTH_DATA,))

@@ -22,14 +22,17 @@ from artifex_agent.services.postprocess import PostProcessService
 from artifex_agent.transport import frames, wire
 from artifex_agent.transport.channel import AgentStub, open_channel
 from artifex_agent.transport.methods import POST_PROCESS
+from artifex_agent.transport.post_call import status_code
 from artifex_agent.transport.security import call_metadata
 from tests.services.conftest import TOKEN, outputs, serving
 
 
 async def _answer(address: str, messages: list[bytes], token: str = TOKEN) -> grpc.aio.AioRpcError | pb.PostResult:
     """Send `messages`, holding the frames back until the agent accepts the header, as split clients do:
-    a refusal that meets the client mid-write can reach it as INTERNAL (see services/split.py inband_errors)."""
+    a refusal that meets the client mid-write can reach it as INTERNAL, so the agent's ErrorStatus event wins
+    (transport/post_call.py)."""
     accepted = asyncio.Event()
+    refusal: pb.ErrorStatus | None = None
 
     async def requests() -> AsyncIterator[bytes]:
         for m in messages:
@@ -45,7 +48,12 @@ async def _answer(address: str, messages: list[bytes], token: str = TOKEN) -> gr
                     accepted.set()
                 if event.HasField("result"):
                     result = event.result
+                if event.HasField("error"):
+                    refusal = event.error
         except grpc.aio.AioRpcError as exc:
+            if refusal is not None:
+                return grpc.aio.AioRpcError(status_code(refusal.code), exc.initial_metadata(), exc.trailing_metadata(),
+                                            refusal.message)
             return exc
         finally:
             accepted.set()

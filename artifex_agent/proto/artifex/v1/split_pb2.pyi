@@ -102,18 +102,20 @@ class DenoiseRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[DenoiseSpec, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[_agent_pb2.StreamTrailer, _Mapping]] = ..., handoff: _Optional[_Union[HandoffHeader, _Mapping]] = ...) -> None: ...
 
 class DenoiseEvent(_message.Message):
-    __slots__ = ("progress", "header", "chunk", "trailer", "handoff")
+    __slots__ = ("progress", "header", "chunk", "trailer", "handoff", "error")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     TRAILER_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     progress: _agent_pb2.Progress
     header: _agent_pb2.StreamHeader
     chunk: bytes
     trailer: _agent_pb2.StreamTrailer
     handoff: HandoffHeader
-    def __init__(self, progress: _Optional[_Union[_agent_pb2.Progress, _Mapping]] = ..., header: _Optional[_Union[_agent_pb2.StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[_agent_pb2.StreamTrailer, _Mapping]] = ..., handoff: _Optional[_Union[HandoffHeader, _Mapping]] = ...) -> None: ...
+    error: _agent_pb2.ErrorStatus
+    def __init__(self, progress: _Optional[_Union[_agent_pb2.Progress, _Mapping]] = ..., header: _Optional[_Union[_agent_pb2.StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[_agent_pb2.StreamTrailer, _Mapping]] = ..., handoff: _Optional[_Union[HandoffHeader, _Mapping]] = ..., error: _Optional[_Union[_agent_pb2.ErrorStatus, _Mapping]] = ...) -> None: ...
 
 class CfgSpec(_message.Message):
     __slots__ = ("request", "role", "emit_output")
@@ -152,15 +154,17 @@ class CfgRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[CfgSpec, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[_agent_pb2.StreamTrailer, _Mapping]] = ..., noise: _Optional[_Union[NoiseHeader, _Mapping]] = ...) -> None: ...
 
 class CfgEvent(_message.Message):
-    __slots__ = ("progress", "header", "chunk", "trailer", "noise")
+    __slots__ = ("progress", "header", "chunk", "trailer", "noise", "error")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     TRAILER_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     progress: _agent_pb2.Progress
     header: _agent_pb2.StreamHeader
     chunk: bytes
     trailer: _agent_pb2.StreamTrailer
     noise: NoiseHeader
-    def __init__(self, progress: _Optional[_Union[_agent_pb2.Progress, _Mapping]] = ..., header: _Optional[_Union[_agent_pb2.StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[_agent_pb2.StreamTrailer, _Mapping]] = ..., noise: _Optional[_Union[NoiseHeader, _Mapping]] = ...) -> None: ...
+    error: _agent_pb2.ErrorStatus
+    def __init__(self, progress: _Optional[_Union[_agent_pb2.Progress, _Mapping]] = ..., header: _Optional[_Union[_agent_pb2.StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[_agent_pb2.StreamTrailer, _Mapping]] = ..., noise: _Optional[_Union[NoiseHeader, _Mapping]] = ..., error: _Optional[_Union[_agent_pb2.ErrorStatus, _Mapping]] = ...) -> None: ...
