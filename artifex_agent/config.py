@@ -80,6 +80,11 @@ class AgentConfig:
     # The longest a stream may take to deliver its messages, including the wait for its header while
     # the upstream agent generates (hours for A14B on an RTX 3090).
     stream_deadline_s: float = 14_400.0
+    # A Deliver's generated frames (or latents) are kept after their deliveries failed, so a post stage
+    # can be retried without generating again: at most hold_mib in all (oldest dropped first), each
+    # for hold_s seconds. 0 keeps nothing.
+    hold_mib: int = 2048
+    hold_s: float = 600.0
     # Models loaded at start-up; health says SERVING only once they are resident.
     preload: list[str] = field(default_factory=list)
     # Prometheus metrics port; 0: off.
@@ -372,6 +377,8 @@ def _validate_stream_limits(a: AgentConfig) -> None:
     if not 0 < a.stream_idle_s <= a.stream_deadline_s:
         raise ConfigError(f"{where}: stream_idle_s must be above 0 and at most stream_deadline_s "
                           f"({a.stream_deadline_s:g})")
+    if a.hold_mib < 0 or a.hold_s < 0:
+        raise ConfigError(f"{where}: hold_mib and hold_s must be 0 (hold nothing) or more")
 
 
 def split_hostport(address: str) -> tuple[str, int]:

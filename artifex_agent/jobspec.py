@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import json
@@ -36,13 +38,15 @@ MAX_PROMPT_CHARS = 8192  # each prompt, and the negative prompt
 # model, preset, encode_preset, scheduler, and each folder or file name in output, image, upscale_model are
 # bounded by vocabulary.MAX_NAME_BYTES (the agents' limit too).
 MAX_PATH_CHARS = 512  # output, image, upscale_model as a whole
+# An i2v image carried with the job (image_data): one message holds it, and the coordinator's store keeps it.
+MAX_IMAGE_BYTES = 16 << 20
 MAX_TAGS = 32
 MAX_TAG_KEY_CHARS = 64
 MAX_TAG_VALUE_CHARS = 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", list: "a list of strings",
-               dict: "a table of strings"}
+               dict: "a table of strings", bytes: "bytes (base64 in JSON)"}
 # Fields a generation preset may set (artifex_agent/presets.py); a preset sets no others.
 PRESET_FIELDS = ("steps", "guidance", "guidance_2", "loras", "scheduler", "shift", "boundary_ratio")
 MAX_SHIFT = 100.0
@@ -63,8 +67,13 @@ class JobSpec:
     negative: str = ""
     seed: int = 0
     fps: float = 16.0
-    # i2v: a path under the generating agent's inputs root (the drop folder copies images there).
+    # i2v: a path under the generating agent's inputs root, or the image itself in image_data
+    # (PNG/JPEG bytes that travel with the job to whichever agent generates it; not both).
     image: str = ""
+    image_data: bytes = b""
+    # A post-only job: a frame folder or video file relative to the post agents' inputs root (the
+    # shared cache), upscaled and encoded there; nothing is generated and prompts may be empty.
+    post_input: str = ""
     upscale: int = 1
     upscale_model: str = ""
     # A codec or its alias ("h265"); validate() keeps the codec it names ("hevc").
@@ -112,7 +121,7 @@ class JobSpec:
     def validate(self) -> JobSpec:
         """Cheap checks any client can run; agents check model-specific limits again."""
         self._check_types()
-        if not self.prompts or not all(p.strip() for p in self.prompts):
+        if (not self.prompts and not self.post_input) or not all(p.strip() for p in self.prompts):
             raise RequestError("a job needs at least one non-empty prompt")
         self._check_sizes()
         check_seeds(clip_seeds(self.seed, len(self.prompts)))
@@ -140,11 +149,14 @@ class JobSpec:
             if choice not in allowed:
                 raise RequestError(f"{name} {choice!r} is not one of {', '.join(allowed)}")
         check_sampling(self.loras, self.scheduler, self.shift, self.boundary_ratio)
+        if self.image and self.image_data:
+            raise RequestError("give the i2v image as a path (image) or as its bytes (image_data), not both")
         if self.preset and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.preset):
             raise RequestError(f"preset name {self.preset!r} must be a plain name (letters, digits, . _ -)")
         if self.split == "cfg" and self.guidance <= 1.0:
             raise RequestError("split 'cfg' needs guidance > 1 (with guidance 1 there is no unconditional pass)")
-        for name, text in (("output", self.output), ("image", self.image), ("upscale_model", self.upscale_model)):
+        for name, text in (("output", self.output), ("image", self.image), ("upscale_model", self.upscale_model),
+                           ("post_input", self.post_input)):
             if text and (".." in Path(text.replace("\\", "/")).parts or Path(text).is_absolute()
                          or re.match(r"^[A-Za-z]:|^[\\/]", text)):
                 raise RequestError(f"{name} {text!r} must be a relative name without '..'")
@@ -180,7 +192,7 @@ class JobSpec:
         _check_text("model", self.model, MAX_NAME_BYTES)
         for name in ("preset", "encode_preset", "scheduler"):
             _check_text(name, getattr(self, name), MAX_NAME_BYTES)
-        for name in ("output", "image", "upscale_model"):
+        for name in ("output", "image", "upscale_model", "post_input"):
             text = getattr(self, name)
             _check_text(name, text, MAX_PATH_CHARS)
             if any(ord(c) < 32 for c in text):
@@ -189,6 +201,8 @@ class JobSpec:
                 if len(part.encode()) > MAX_NAME_BYTES:
                     raise RequestError(f"{name}: the name {part[:40]!r}... is {len(part.encode())} bytes; "
                                        f"each folder or file name may have at most {MAX_NAME_BYTES}")
+        if len(self.image_data) > MAX_IMAGE_BYTES:
+            raise RequestError(f"the i2v image is {len(self.image_data):,} bytes; the limit is {MAX_IMAGE_BYTES:,}")
         if len(self.tags) > MAX_TAGS:
             raise RequestError(f"a job takes at most {MAX_TAGS} tags; got {len(self.tags)}")
         for key, value in self.tags.items():
@@ -216,6 +230,8 @@ class JobSpec:
             raise RequestError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
         if "prompts" not in raw:
             raise RequestError("missing field 'prompt' (or 'prompts')")
+        if isinstance(raw.get("image_data"), str):
+            raw["image_data"] = _unbase64(raw["image_data"])
         if isinstance(raw.get("loras"), (str, dict)):
             raise RequestError("loras must be a list: loras = [\"NAME:STRENGTH:high\", ...]")
         return cls(**raw, _given=frozenset(raw)).validate()
@@ -224,6 +240,11 @@ class JobSpec:
         """Plain values (LoRAs as NAME:STRENGTH:EXPERT strings), as JSON and TOML write them."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
         out["loras"] = [str(ref) for ref in self.loras]
+        del out["image_data"]
+        if not self.post_input:  # absent when unset, so a job's JSON and content key stay as they were
+            del out["post_input"]
+        if self.image_data:  # base64 for JSON; absent when empty, so a job's JSON stays as it was
+            out["image_data"] = base64.b64encode(self.image_data).decode("ascii")
         return out
 
     def to_json(self) -> str:
@@ -243,24 +264,40 @@ class JobSpec:
         if "encode_preset" not in raw:
             # Stored before generation presets: `preset` was the encoder's.
             raw["encode_preset"] = raw.pop("preset", "")
+        raw["image_data"] = base64.b64decode(raw.get("image_data", ""))
         return cls(**raw)
 
     def content_key(self) -> str:
         """sha256 of everything that determines the output's pixels and encoding (the results cache key)."""
         identity = {k: v for k, v in self.to_dict().items() if k not in self._RUN_ONLY}
+        # The image by its digest; a job without one keeps the key it had before image_data existed.
+        identity.pop("image_data", None)
+        if self.image_data:
+            identity["image_sha256"] = self.image_digest()
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def batch_key(self) -> tuple[Any, ...]:
         """Jobs with the same key can share one pipeline call (same model, size, frames, steps, guidance, LoRAs...)."""
         return (self.model, self.width, self.height, self.frames, self.steps, self.guidance, self.guidance_2,
                 self.negative, self.image, tuple(str(ref) for ref in self.loras), self.scheduler, self.shift,
-                self.boundary_ratio, self.preset)
+                self.boundary_ratio, self.preset, self.image_digest())
+
+    @property
+    def i2v(self) -> bool:
+        """An image-to-video job: its image named by path or carried as bytes."""
+        return bool(self.image or self.image_data)
+
+    def image_digest(self) -> str:
+        """sha256 of image_data ("" without one)."""
+        return hashlib.sha256(self.image_data).hexdigest() if self.image_data else ""
 
 
 
 _DEFAULTS: dict[str, Any] = {f.name: getattr(JobSpec(prompts=[""]), f.name)
                              for f in dataclasses.fields(JobSpec) if not f.name.startswith("_")}
 _TYPES: dict[str, type] = {name: type(value) for name, value in JobSpec(prompts=[""]).to_dict().items()}
+_TYPES["image_data"] = bytes  # to_dict writes it as base64 text
+_TYPES["post_input"] = str
 
 
 def check_sampling(loras: list[LoraRef] | tuple[LoraRef, ...], scheduler: str, shift: float,
@@ -293,6 +330,13 @@ def _lora(item: Any, i: int) -> LoraRef:
         ref.validate()
         return ref
     raise RequestError(f"loras[{i}] must be NAME[:STRENGTH[:high|low|both]] or a table; got {type(item).__name__}")
+
+
+def _unbase64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError("image_data must be base64 text (or bytes)") from None
 
 
 def _check_text(name: str, text: str, limit: int) -> None:

@@ -29,16 +29,19 @@ _SCALARS = tuple(f.name for f in dataclasses.fields(JobSpec)
                  if not f.name.startswith("_") and f.name not in ("prompts", "tags", "loras"))
 
 
-def spec_to_pb(spec: JobSpec) -> jpb.JobSpec:
+def spec_to_pb(spec: JobSpec, *, image_data: bool = True) -> jpb.JobSpec:
     """Every field set explicitly, so the receiver never falls back to a different default.
 
     Except with an unresolved preset: then only the fields the client gave travel, and the
-    coordinator fills the others from the preset.
+    coordinator fills the others from the preset. `image_data=False` leaves the i2v image's
+    bytes out (a job read back: a List page or an event must not carry megabytes per job).
     """
     msg = jpb.JobSpec(prompts=list(spec.prompts), tags=dict(spec.tags), loras=lora_refs_to_pb(spec.loras))
     name = ""
     try:
         for name in _SCALARS:
+            if name == "image_data" and not (image_data and spec.image_data):
+                continue
             if not spec.preset or spec.given(name):
                 value = getattr(spec, name)
                 if name == "codec":
@@ -70,10 +73,11 @@ def generate_request(spec: JobSpec, *, job_id: str = "", prompts: list[str] | No
                      output: pb.PayloadKind = pb.PAYLOAD_KIND_RGB24) -> pb.GenerateRequest:
     """What the generating agent receives for `spec` (or for a batch's `prompts`)."""
     return pb.GenerateRequest(
-        model=spec.model, task=pb.TASK_I2V if spec.image else pb.TASK_T2V, prompts=prompts or spec.prompts,
+        model=spec.model, task=pb.TASK_I2V if spec.i2v else pb.TASK_T2V, prompts=prompts or spec.prompts,
         negative_prompt=spec.negative, width=spec.width, height=spec.height, num_frames=spec.frames,
         steps=spec.steps, guidance_scale=spec.guidance, guidance_scale_2=spec.guidance_2, seed=spec.seed,
-        fps=spec.fps, image_path=spec.image, output=output, job_id=job_id, loras=lora_refs_to_pb(spec.loras),
+        fps=spec.fps, image=spec.image_data, image_path=spec.image, output=output, job_id=job_id,
+        loras=lora_refs_to_pb(spec.loras),
         scheduler=spec.scheduler, shift=spec.shift or None, boundary_ratio=spec.boundary_ratio or None)
 
 
@@ -82,7 +86,8 @@ def post_spec(spec: JobSpec, output_name: str, *, job_id: str = "", split_clips:
     return pb.PostSpec(output_name=output_name, upscale=spec.upscale, upscale_model=spec.upscale_model,
                        video_codec=wire_enums.codec_to_pb(spec.codec), crf=spec.crf, preset=spec.encode_preset,
                        fps=spec.fps, encoder_choice=wire_enums.ENCODER_CHOICE.to_pb(spec.encoder), encode=True,
-                       job_id=job_id, split_clips=len(spec.prompts) > 1 if split_clips is None else split_clips)
+                       job_id=job_id, split_clips=len(spec.prompts) > 1 if split_clips is None else split_clips,
+                       source_path=spec.post_input)
 
 
 def lora_refs_to_pb(loras: list[LoraRef] | tuple[LoraRef, ...]) -> list[pb.LoraRef]:

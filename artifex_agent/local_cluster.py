@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,13 @@ def write_cluster_toml(path: Path, agents: dict[str, dict[str, Any]], **sections
         lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, for a process to bind at the address its config names."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class LocalCluster:
@@ -88,7 +96,8 @@ class LocalCluster:
                  f"({self.models_root / self.model})")
         tables = {}
         for name, table in self.agent_tables.items():
-            tables[name] = {"listen": "127.0.0.1:0", "models_root": str(self.models_root),
+            # A fixed port, not 0: each agent dials the others by the addresses in this file (Deliver).
+            tables[name] = {"listen": f"127.0.0.1:{free_port()}", "models_root": str(self.models_root),
                             "output_root": str(self.workdir / "outputs" / name),
                             "inputs_root": str(self.workdir / "inputs"), "torch_threads": 1, **table}
         sections = dict(self.sections)

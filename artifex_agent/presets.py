@@ -90,6 +90,6 @@ def resolve(spec: JobSpec, presets: dict[str, Preset], task: Task | None = None)
     if preset is None:
         hint = " (for the encoder's preset use encode_preset)" if spec.preset in ENCODER_PRESETS else ""
         raise RequestError(f"unknown preset {spec.preset!r}; known: {', '.join(sorted(presets)) or 'none'}{hint}")
-    values = preset.for_task(task or ("i2v" if spec.image else "t2v"))
+    values = preset.for_task(task or ("i2v" if spec.i2v else "t2v"))
     changes = {k: v for k, v in values.items() if not spec.given(k)}
     return spec.with_fields(**changes).validate()

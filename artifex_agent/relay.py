@@ -1,6 +1,9 @@
-"""Generate on one agent, post-process on another: frames pass through without parsing.
+"""Generate on one agent, post-process on another, with the frames passing through the caller.
 
-GenerateEvent and PostProcessRequest share the field numbers of header, chunk and
+Jobs no longer take this path: the coordinator and direct-mode `submit` call Deliver, and the
+frames go from agent to agent (artifex_agent/delivery/). This client-side path stays for
+`bench.stream`'s three-process comparison and for tests that drive Generate and PostProcess
+separately. GenerateEvent and PostProcessRequest share the field numbers of header, chunk and
 trailer, so the relay forwards those messages byte for byte and only reads progress.
 """
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from artifex_agent.config import AgentConfig, ClusterConfig, default_home
+from artifex_agent.delivery.deliverer import Deliverer
 from artifex_agent.engines import gpu
 from artifex_agent.engines.generation import GenerationEngine
 from artifex_agent.engines.paths import sweep_parts
@@ -44,6 +45,7 @@ class Agent(GrpcService):
     engine: GenerationEngine | None = None
     metrics: Metrics | None = None
     metrics_port: int = 0
+    deliverer: Deliverer | None = None
     # Always installed (an empty token lets every call through), so a reload can start requiring one.
     token_check: TokenInterceptor = field(default_factory=lambda: TokenInterceptor(""))
 
@@ -76,7 +78,10 @@ class Agent(GrpcService):
         chunk = self.cluster.network.chunk_bytes
         # One budget for every stream on this agent, whatever connection it came on.
         admission = Admission(Limits.of(cfg))
-        gen = GenerateService(self.engine, cfg, self.activity, chunk_bytes=chunk, admission=admission)
+        # Deliver hands frames to the agents of this cluster file, by name, with its token and TLS.
+        self.deliverer = Deliverer(cfg, self.cluster, self.activity, self.engine, chunk_bytes=chunk)
+        gen = GenerateService(self.engine, cfg, self.activity, chunk_bytes=chunk, admission=admission,
+                              deliverer=self.deliverer)
         post = PostProcessService(cfg, self.activity, engine=self.engine, admission=admission)
         diag = DiagnosticsService(cfg, self.activity, self.cluster)
         # The token is checked first; the guard then parses what the handlers will see.
@@ -111,6 +116,8 @@ class Agent(GrpcService):
         """Let streams finish (up to grace_s), cancel the rest, free the GPU."""
         if self.server is not None:
             await self.server.stop(self.grace_s)
+        if self.deliverer is not None:
+            await self.deliverer.close()
         if self.engine is not None:
             self.engine.close()
         if self.metrics is not None:

@@ -11,8 +11,8 @@ agent would post-process on the idle second core for free, and the ratio could n
 evenly over two agents). Prints jobs/minute for one and two agents and their ratio, the
 ratio the machine itself gives for the same jobs run straight on the agents (two cores of
 a shared VM do not compute twice as fast as one), how busy the coordinator kept the
-agents, and its own overhead: Submit -> stage start p50/p99 on an idle cluster, and its
-CPU time per job against the time a job runs.
+agents, and its own overhead: its CPU seconds per job (from /proc/PID/stat, printed next to
+the ratio) against the time a job runs, and Submit -> stage start p50/p99 on an idle cluster.
 
     .venv/bin/python -m bench.scaling [--jobs 12] [--rounds 2] [--no-pin] [--json]
 """
@@ -67,40 +67,42 @@ def start_agents(tmp: Path, pin: bool) -> tuple[dict[str, Any], dict[str, str]]:
     return children, addresses
 
 
-def calibrate(address: str) -> tuple[float, float]:
-    """Generation and post-processing seconds of one job on one agent (direct relay, after a warm-up)."""
+async def deliver_once(address: str, name: str) -> tuple[float, float]:
+    """One job on one agent, generated and post-processed there (Deliver, in process): its two stages' seconds."""
     from artifex_agent.jobspec import JobSpec
     from artifex_agent.jobspec_pb import generate_request, post_spec
-    from artifex_agent.relay import generate_and_post
+    from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
     from artifex_agent.transport.channel import AgentStub, open_channel
 
     spec = JobSpec(prompts=["a red fox running"], model=MODEL, **JOB)  # type: ignore[arg-type]
+    request = pb.DeliverRequest(generate=generate_request(spec))
+    request.deliveries.add(spec=post_spec(spec, name), clips=1)
+    start = time.monotonic()
+    generated = 0.0
+    async with open_channel(address) as ch:
+        async for event in AgentStub(ch).deliver(request):
+            if event.HasField("progress") and event.progress.current_stage == pb.STAGE_STREAM:
+                generated = time.monotonic()
+            if event.HasField("result") and event.result.HasField("error"):
+                raise RuntimeError(f"{name}: {event.result.error.message}")
+    end = time.monotonic()
+    generated = generated or end
+    return generated - start, end - generated
 
-    async def once(name: str) -> tuple[float, float]:
-        async with open_channel(address) as ch:
-            relay = await generate_and_post(AgentStub(ch), AgentStub(ch), generate_request(spec),
-                                            post_spec(spec, f"calibrate/{name}"))
-        return relay.stage_s["generate"], relay.stage_s["stream+post"]
 
-    asyncio.run(once("warm"))
-    runs = [asyncio.run(once(f"run{i}")) for i in range(2)]
+def calibrate(address: str) -> tuple[float, float]:
+    """Generation and post-processing seconds of one job on one agent (after a warm-up)."""
+    asyncio.run(deliver_once(address, "calibrate/warm"))
+    runs = [asyncio.run(deliver_once(address, f"calibrate/run{i}")) for i in range(2)]
     return statistics.mean(r[0] for r in runs), statistics.mean(r[1] for r in runs)
 
 
 def direct_ratio(addresses: dict[str, str], jobs: int) -> float:
     """The machine's own two-vs-one ratio: jobs straight on each agent (no coordinator), one agent then both."""
-    from artifex_agent.jobspec import JobSpec
-    from artifex_agent.jobspec_pb import generate_request, post_spec
-    from artifex_agent.relay import generate_and_post
-    from artifex_agent.transport.channel import AgentStub, open_channel
-
-    spec = JobSpec(prompts=["a red fox running"], model=MODEL, **JOB)  # type: ignore[arg-type]
 
     async def loop(name: str) -> None:
-        async with open_channel(addresses[name]) as ch:
-            for i in range(jobs):
-                await generate_and_post(AgentStub(ch), AgentStub(ch), generate_request(spec),
-                                        post_spec(spec, f"direct/{name}{i}"))
+        for i in range(jobs):
+            await deliver_once(addresses[name], f"direct/{name}{i}")
 
     async def timed(names: list[str]) -> float:
         t0 = time.monotonic()
@@ -137,20 +139,23 @@ class CoordinatorRun:
             time.sleep(0.05)
 
     def cpu_s(self) -> float:
-        import psutil
-
         assert self.child.proc is not None
-        t = psutil.Process(self.child.proc.pid).cpu_times()
-        return float(t.user + t.system)
+        return proc_cpu_s(self.child.proc.pid)
 
     def stop(self) -> None:
         self.child.stop()
 
 
-def _cpu_s(pids: list[int]) -> float:
-    import psutil
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far, all its threads (/proc/PID/stat, fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+def _cpu_s(pids: list[int]) -> float:
+    return sum(proc_cpu_s(pid) for pid in pids)
 
 
 def throughput(run: CoordinatorRun, jobs: int, agent_pids: list[int]) -> dict[str, Any]:
@@ -233,6 +238,10 @@ def main() -> int:
                f"upscale {JOB['upscale']}, h264",
         "generate_s": gen_s, "post_s": post_s, "generate_over_post": gen_s / post_s,
         "one_agent_jobs_per_min": one_jpm, "two_agents_jobs_per_min": two_jpm, "ratio": two_jpm / one_jpm,
+        # The coordinator's own CPU (its /proc/PID/stat before and after the jobs), per job: it carries
+        # progress and results only, the frames go agent to agent.
+        "coordinator_cpu_s_per_job_one": med(one, "cpu_per_job_ms") / 1000,
+        "coordinator_cpu_s_per_job_two": med(two, "cpu_per_job_ms") / 1000,
         "ratios_per_round": [round(b["jobs_per_min"] / a["jobs_per_min"], 3) for a, b in zip(one, two, strict=True)],
         # The same jobs straight on the agents, one after another on each: what this machine allows.
         "direct_ratio_without_coordinator": direct,
@@ -243,7 +252,6 @@ def main() -> int:
         "two_agents_generated_on": two[-1]["generated_on"],
         "two_agents_posted_on_generating_agent": two[-1]["posted_on_same_agent"],
         "submit_to_stage_start_p50_ms": statistics.median(latency), "submit_to_stage_start_p99_ms": p99,
-        "coordinator_cpu_per_job_ms": med(two, "cpu_per_job_ms"),
         "coordinator_cpu_pct_of_job_run": 100 * med(two, "cpu_per_job_ms") / 1000 / med(two, "job_run_s"),
         "workdir": str(tmp),
     }, args.json)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from typing import Any
 
@@ -11,6 +12,7 @@ from artifex_agent.coordinator.messages import Job, job_to_pb, spec_to_pb
 from artifex_agent.errors import RequestError
 from artifex_agent.jobspec import (
     MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_IMAGE_BYTES,
     MAX_NAME_BYTES,
     MAX_PATH_CHARS,
     MAX_PROMPT_CHARS,
@@ -23,6 +25,7 @@ from artifex_agent.jobspec import (
 )
 from artifex_agent.jobspec_pb import generate_request, post_spec
 from artifex_agent.lora_ref import MAX_LORAS, LoraRef
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport.options import MAX_CONTROL_BYTES, MAX_MESSAGE_BYTES
 
 
@@ -171,3 +174,28 @@ def test_a_stored_spec_from_before_presets_keeps_its_encoder_preset() -> None:
     spec = JobSpec.from_stored(old)
     assert (spec.encode_preset, spec.preset) == ("slow", "")
     assert post_spec(spec, "out").preset == "slow"
+
+
+def test_image_data_travels_in_the_spec_and_stays_out_of_jobs_read_back() -> None:
+    from artifex_agent.jobspec_pb import spec_from_pb
+
+    plain = JobSpec(prompts=["a"])
+    with_image = JobSpec.from_dict({"prompts": ["a"], "image_data": b"\x89PNG fake"})
+    assert spec_from_pb(spec_to_pb(with_image)).image_data == b"\x89PNG fake"
+    assert JobSpec.from_stored(with_image.to_json()).image_data == b"\x89PNG fake"
+    assert JobSpec.from_json(with_image.to_json()).image_data == b"\x89PNG fake"
+    # A job without an image keeps the cache key it had before image_data existed.
+    assert "image_data" not in plain.to_dict() and plain.content_key() != with_image.content_key()
+    assert with_image.content_key() != dataclasses.replace(with_image, image_data=b"other").content_key()
+    request = generate_request(with_image)
+    assert request.image == b"\x89PNG fake" and request.image_path == "" and request.task == pb.TASK_I2V
+    assert not job_to_pb(Job.submitted("j", with_image, 0.0)).spec.HasField("image_data")
+
+
+def test_image_data_refused_beside_a_path_or_over_the_limit() -> None:
+    with pytest.raises(RequestError, match="not both"):
+        JobSpec.from_dict({"prompts": ["a"], "image": "x.png", "image_data": b"x"})
+    with pytest.raises(RequestError, match="limit"):
+        JobSpec.from_dict({"prompts": ["a"], "image_data": b"x" * (MAX_IMAGE_BYTES + 1)})
+    with pytest.raises(RequestError, match="base64"):
+        JobSpec.from_dict({"prompts": ["a"], "image_data": "not base64!"})

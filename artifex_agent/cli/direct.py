@@ -3,39 +3,76 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import grpc
 
 from artifex_agent.cli.progress import StageProgress
 from artifex_agent.config import ClusterConfig
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import RelayResult, generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.transport.post_call import RemoteError, status_code
 from artifex_agent.wire_enums import result_codec, result_encoder
 
 if TYPE_CHECKING:
     from artifex_agent.split.client import SplitResult
 
 
-async def run_direct(cluster: ClusterConfig, gen_name: str, post_name: str, request: Any, spec: Any,
-                     progress: bool = True) -> RelayResult:
-    """Relay one job between two configured agents with progress bars."""
-    token = cluster.security.secrets.token
-    gen_cfg, post_cfg = cluster.agent(gen_name), cluster.agent(post_name)
-    gen_ch = open_channel(gen_cfg.dial_address, cluster.security)
-    post_ch = gen_ch if post_cfg.dial_address == gen_cfg.dial_address else \
-        open_channel(post_cfg.dial_address, cluster.security)
+@dataclass
+class DirectResult:
+    """What came out, and where the time went."""
+
+    result: pb.PostResult
+    total_s: float = 0.0
+    stage_s: dict[str, float] = field(default_factory=dict)
+
+
+async def run_direct(cluster: ClusterConfig, gen_name: str, post_name: str, request: pb.GenerateRequest,
+                     spec: pb.PostSpec, progress: bool = True) -> DirectResult:
+    """One job: `gen_name` generates and delivers its frames to `post_name` itself; progress bars here.
+
+    Only progress and the result come back to this process (Deliver); RemoteError names the agent that failed.
+    """
+    gen_cfg = cluster.agent(gen_name)
+    cluster.agent(post_name)  # a name this cluster file does not have is refused here, as the agent would
+    channel = open_channel(gen_cfg.dial_address, cluster.security)
+    deliver = pb.DeliverRequest(generate=request, post_agent=post_name,
+                                deliveries=[pb.Delivery(spec=spec, clips=len(request.prompts) or 1)])
+    start = time.monotonic()
+    streamed = 0.0
+    outcome: pb.DeliveryResult | None = None
     try:
         with StageProgress(enabled=progress) as bars:
-            return await generate_and_post(AgentStub(gen_ch, token), AgentStub(post_ch, token), request, spec,
-                                           bars.update, gen_name=gen_name, post_name=post_name)
+            call = AgentStub(channel, cluster.security.secrets.token).deliver(deliver)
+            async for event in call:
+                which = event.WhichOneof("event")
+                if which == "progress":
+                    if event.progress.current_stage == pb.STAGE_STREAM:
+                        streamed = time.monotonic()
+                    bars.update("generate", event.progress)
+                elif which == "post_progress":
+                    bars.update("post", event.post_progress.progress)
+                elif which == "result":
+                    outcome = event.result
+    except grpc.aio.AioRpcError as exc:
+        raise RemoteError(gen_name, exc.code(), exc.details() or "") from None
     finally:
-        await gen_ch.close()
-        if post_ch is not gen_ch:
-            await post_ch.close()
+        await channel.close()
+    if outcome is None:
+        raise RemoteError(gen_name, grpc.StatusCode.UNKNOWN, "the Deliver stream ended without a result")
+    if outcome.WhichOneof("outcome") != "result":
+        raise RemoteError(outcome.post_agent, status_code(outcome.error.code), outcome.error.message)
+    end = time.monotonic()
+    streamed = streamed or end
+    res = outcome.result
+    return DirectResult(res, end - start, {"generate": streamed - start, "stream+post": end - streamed,
+                                           "upscale": res.upscale_s, "encode": res.encode_s})
 
 
-def print_result(r: RelayResult) -> None:
-    """What a relayed job produced and how long each stage took."""
+def print_result(r: DirectResult) -> None:
+    """What a direct job produced and how long each stage took."""
     res = r.result
     for path, digest in zip(res.output_paths, res.sha256, strict=False):
         print(f"output: {path}  sha256 {digest[:16]}…")

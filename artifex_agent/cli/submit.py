@@ -1,7 +1,7 @@
 """`artifex-agent submit`: queue a job at the coordinator (the default), or run it straight on two agents.
 
 With --generate-on/--post-on the job bypasses the coordinator: generated on one agent and
-post-processed on another, as a direct relay (no queue, no retry, no cache).
+post-processed on another, the frames going from agent to agent (Deliver; no queue, no retry, no cache).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from artifex_agent.cli.jobview import follow, job_dict, print_job
 from artifex_agent.cli.options import add_config, env
 from artifex_agent.config import ClusterConfig
 from artifex_agent.errors import ExitCode, RequestError
-from artifex_agent.jobspec import JobSpec
+from artifex_agent.jobspec import MAX_IMAGE_BYTES, JobSpec
 from artifex_agent.presets import resolve
 from artifex_agent.vocabulary import DECODE_ON, SPLITS
 
@@ -68,24 +68,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def spec_from_args(args: argparse.Namespace, cluster: ClusterConfig) -> JobSpec:
-    """The JobSpec the flags describe (an i2v image must lie in an agent's inputs folder).
+    """The JobSpec the flags describe; an i2v image travels with the job as its bytes.
 
     Its preset is left unresolved: the coordinator resolves it from its cluster file.
     """
-    return JobSpec.from_dict({**job_fields(args), "image": _image_name(args.image, cluster), "priority": args.priority,
+    return JobSpec.from_dict({**job_fields(args), **_image_fields(args.image), "priority": args.priority,
                               "split": args.split, "decode_on": args.decode_on})
 
 
-def _image_name(image: Path | None, cluster: ClusterConfig) -> str:
+def _image_fields(image: Path | None) -> dict[str, Any]:
+    """A readable file goes as its bytes (no shared path needed); a relative name that is no file here
+    still names one under the agents' inputs folder, as before."""
     if image is None:
-        return ""
-    if not image.is_absolute():
-        return image.as_posix()
-    for agent in cluster.agents:
-        if image.resolve().is_relative_to(agent.inputs_root.resolve()):
-            return image.resolve().relative_to(agent.inputs_root.resolve()).as_posix()
-    raise RequestError(f"{image} is not in an agent's inputs folder; copy it there (e.g. "
-                       f"{cluster.agents[0].inputs_root}) and name it relative to that folder")
+        return {}
+    if image.is_file():
+        size = image.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise RequestError(f"{image} is {size:,} bytes; an i2v image sent with a job may have {MAX_IMAGE_BYTES:,}")
+        try:
+            return {"image_data": image.read_bytes()}
+        except OSError as exc:
+            raise RequestError(f"cannot read image {image}: {exc.strerror}") from None
+    if image.is_absolute():
+        raise RequestError(f"image {image} is not a file")
+    return {"image": image.as_posix()}
 
 
 def run_queued(args: argparse.Namespace) -> int:

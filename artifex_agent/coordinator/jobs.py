@@ -35,7 +35,8 @@ class JobQueue:
         """Refuse what no agent can run, beyond JobSpec's own checks (RequestError)."""
         # JobSpec.validate checks this too; a spec built in Python may not have been validated.
         check_seeds(clip_seeds(spec.seed, len(spec.prompts)))
-        self.scheduler.check_model(spec.model)
+        if not spec.post_input:  # a post-only job generates nothing: no model to hold
+            self.scheduler.check_model(spec.model)
 
     async def submit(self, spec: JobSpec, idempotency_key: str = "") -> tuple[Job, bool]:
         """Store a job (or find the one with this key); returns (job, existed).

@@ -45,7 +45,8 @@ def state_from_pb(value: int) -> JobState:
 
 def job_to_pb(job: Job) -> jpb.Job:
     return jpb.Job(
-        id=job.id, state=state_to_pb(job.state), spec=spec_to_pb(job.spec), outputs=job.outputs, error=job.error,
+        id=job.id, state=state_to_pb(job.state), spec=spec_to_pb(job.spec, image_data=False), outputs=job.outputs,
+        error=job.error,
         attempts=job.attempts, agent=job.agent, post_agent=job.post_agent, created_unix=job.created,
         started_unix=job.started or 0.0, finished_unix=job.finished or 0.0, cached=job.cached,
         current_stage=stage_to_pb(job.stage), batch_id=job.batch_id, idempotency_key=job.idempotency_key,

@@ -1,37 +1,46 @@
-"""Run one batch: one Generate call for all its prompts, one PostProcess call per job.
+"""Run one batch: one Deliver call to the generating agent, which hands each job's frames to the post agent.
 
-A single job goes through relay.generate_and_post unchanged. A batch of several jobs is
-split on the way: the Generate stream's chunks are forwarded byte for byte, but each job
-gets a stream of its own (header, its clips' frames, a trailer with its own checksum), so
-each job's output is named after the job and can succeed or fail on its own.
+The coordinator names the post agent (by its name in the cluster file) and gets progress and
+one result per job back; the frames go from agent to agent (or stay inside one agent) and
+never pass through here. Each job succeeds or fails on its own.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
-import xxhash
 
 from artifex_agent.coordinator.messages import Job
 from artifex_agent.errors import StreamError
 from artifex_agent.jobspec_pb import generate_request as job_request
 from artifex_agent.jobspec_pb import post_spec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import RemoteError, generate_and_post
-from artifex_agent.transport import frames, wire
 from artifex_agent.transport.channel import AgentStub
-from artifex_agent.transport.post_call import post_process
+from artifex_agent.transport.post_call import RemoteError, status_code
 
 logger = logging.getLogger(__name__)
 
 # (index of the job in the batch or None for all of them, source "generate"/"post", progress)
 BatchProgress = Callable[[int | None, str, pb.Progress], None]
-# Messages waiting for one post agent: bounds the coordinator's memory to a few frames.
-_QUEUE_MESSAGES = 4
+
+
+class DeliveryFailed(RemoteError):
+    """One job's post stage failed on `agent`; `held`: the generating agent still holds its frames."""
+
+    def __init__(self, agent: str, code: grpc.StatusCode, details: str, *, held: bool, gen: str,
+                 request: pb.DeliverRequest, index: int) -> None:
+        super().__init__(agent, code, details)
+        self.held = held
+        self.gen = gen
+        # What to send again (reuse_held, only=[index]) to retry the post stage without generating.
+        self.request = request
+        self.index = index
+
+
+class HeldFramesGone(StreamError):
+    """A post stage retried from held frames found them gone: the job is generated again."""
 
 
 def output_name(job: Job) -> str:
@@ -50,129 +59,57 @@ def generate_request(jobs: list[Job], batch_id: str) -> pb.GenerateRequest:
     return request
 
 
-async def run_batch(gen: AgentStub, post: AgentStub, jobs: list[Job], batch_id: str, on_progress: BatchProgress,
-                    *, gen_name: str, post_name: str) -> list[pb.PostResult | BaseException]:
-    """Each job's PostResult, or the error that stopped it; errors of the Generate call are raised."""
-    request = generate_request(jobs, batch_id)
-    if len(jobs) == 1:
-        spec = post_spec(jobs[0].spec, output_name(jobs[0]), job_id=jobs[0].id)
-        relay = await generate_and_post(gen, post, request, spec, lambda s, p: on_progress(None, s, p),
-                                        gen_name=gen_name, post_name=post_name)
-        return [relay.result]
-    return await _split_relay(gen, post, request, jobs, on_progress, gen_name, post_name)
+def deliver_request(jobs: list[Job], batch_id: str, post_name: str) -> pb.DeliverRequest:
+    """The batch's generation and one delivery per job (its clips, its output) to `post_name`."""
+    return pb.DeliverRequest(
+        generate=generate_request(jobs, batch_id), post_agent=post_name,
+        deliveries=[pb.Delivery(spec=post_spec(job.spec, output_name(job), job_id=job.id),
+                                clips=len(job.spec.prompts)) for job in jobs])
 
 
-class _JobStream:
-    """The sub-stream of one job: a queue feeding its PostProcess call, and its trailer's tally."""
-
-    def __init__(self, index: int, spec: pb.PostSpec, header: pb.StreamHeader) -> None:
-        self.index = index
-        self.spec = spec
-        self.header = header
-        self.expected = header.frame_count * header.frame_bytes
-        self.bytes = 0
-        self.hash = xxhash.xxh3_64()
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_MESSAGES)
-        self.task: asyncio.Task[pb.PostResult] | None = None
-
-    async def messages(self) -> AsyncIterator[bytes]:
-        """Header, chunks and trailer (post_process sends the spec before them)."""
-        yield wire.encode_header(self.header)
-        while (raw := await self.queue.get()) is not None:
-            yield raw
-
-    async def put(self, item: bytes | None) -> None:
-        """Queue a message for the post call; dropped once that call has ended (it failed: nothing reads)."""
-        try:
-            self.queue.put_nowait(item)
-            return
-        except asyncio.QueueFull:
-            pass
-        assert self.task is not None
-        if self.task.done():
-            return
-        putter = asyncio.ensure_future(self.queue.put(item))
-        await asyncio.wait({putter, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        putter.cancel()
-
-    async def finish(self) -> None:
-        trailer = pb.StreamTrailer(frame_count=self.header.frame_count, total_bytes=self.bytes,
-                                   checksum=self.hash.hexdigest())
-        await self.put(wire.encode_trailer(trailer))
-        await self.put(None)
+def retry_request(failed: DeliveryFailed, post_name: str) -> pb.DeliverRequest:
+    """`failed`'s delivery again, from the frames its generating agent holds, to `post_name`."""
+    request = pb.DeliverRequest()
+    request.CopyFrom(failed.request)
+    request.reuse_held, request.post_agent = True, post_name
+    request.ClearField("only")
+    request.only.append(failed.index)
+    return request
 
 
-async def _split_relay(gen: AgentStub, post: AgentStub, request: pb.GenerateRequest, jobs: list[Job],
-                       on_progress: BatchProgress, gen_name: str,
-                       post_name: str) -> list[pb.PostResult | BaseException]:
-    clips = [len(job.spec.prompts) for job in jobs]
-    specs = [post_spec(job.spec, output_name(job), job_id=job.id) for job in jobs]
-    streams: list[_JobStream] = []
-    receiver = frames.FrameReceiver()
-    gen_call = gen.generate(request)
-
-    async def post_one(stream: _JobStream) -> pb.PostResult:
-        return await post_process(post, post_name, stream.spec, stream.messages(),
-                                  on_progress=lambda _, p: on_progress(stream.index, "post", p))
-
-    def open_stream(header: pb.StreamHeader) -> _JobStream:
-        i = len(streams)
-        per_clip = header.frame_count // (header.clip_count or 1)
-        sub = pb.StreamHeader()
-        sub.CopyFrom(header)
-        sub.frame_count, sub.clip_count = per_clip * clips[i], clips[i]
-        stream = _JobStream(i, specs[i], sub)
-        stream.task = asyncio.create_task(post_one(stream), name=f"post-{jobs[i].id}")
-        streams.append(stream)
-        return stream
-
-    current: _JobStream | None = None
+async def run_batch(gen: AgentStub, jobs: list[Job], batch_id: str, on_progress: BatchProgress, *, gen_name: str,
+                    post_name: str, retry: DeliveryFailed | None = None) -> list[pb.PostResult | BaseException]:
+    """Each job's PostResult, or the error that stopped it (`retry`: one job's post stage from held frames)."""
+    request = retry_request(retry, post_name) if retry is not None else deliver_request(jobs, batch_id, post_name)
+    # Indexes of the request's deliveries -> positions in `jobs`.
+    indexes = [retry.index] if retry is not None else list(range(len(jobs)))
+    position = {index: i for i, index in enumerate(indexes)}
+    results: list[pb.PostResult | BaseException | None] = [None] * len(jobs)
+    call = gen.deliver(request)
     try:
-        async for raw in gen_call:
-            msg = wire.decode(raw, first_field="progress")
-            if msg.kind == "chunk":
-                assert msg.payload is not None and current is not None
-                receiver.on_chunk(msg.payload)
-                if current.bytes + msg.payload.nbytes > current.expected:
-                    raise StreamError("a chunk crosses the boundary between two jobs' clips")
-                current.hash.update(msg.payload)
-                current.bytes += msg.payload.nbytes
-                await current.put(raw)
-                if current.bytes == current.expected:
-                    # Sent before the whole stream's trailer is checked: if that check fails
-                    # later, every job of the batch is failed (and re-run) all the same.
-                    await current.finish()
-                    current = open_stream(receiver.header) if len(streams) < len(jobs) else None  # type: ignore[arg-type]
-            elif msg.kind == "progress":
-                assert msg.progress is not None
-                on_progress(None, "generate", msg.progress)
-            elif msg.kind == "header":
-                assert msg.header is not None
-                receiver.on_header(msg.header)
-                if (msg.header.clip_count or 1) != sum(clips):
-                    raise StreamError(f"agent sent {msg.header.clip_count} clips for {sum(clips)} prompts")
-                current = open_stream(msg.header)
-            elif msg.kind == "trailer":
-                assert msg.trailer is not None
-                receiver.on_trailer(msg.trailer)
-        receiver.finish()
+        async for event in call:
+            which = event.WhichOneof("event")
+            if which == "progress":
+                on_progress(None, "generate", event.progress)
+            elif which == "post_progress" and event.post_progress.index in position:
+                on_progress(position[event.post_progress.index], "post", event.post_progress.progress)
+            elif which == "result" and event.result.index in position:
+                results[position[event.result.index]] = _outcome(event.result, gen_name, request)
     except grpc.aio.AioRpcError as exc:
-        await _abandon(streams)
-        raise RemoteError(gen_name, exc.code(), exc.details() or "") from None
-    except BaseException:
-        await _abandon(streams)
-        raise
+        if retry is not None and exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            gone: BaseException = HeldFramesGone(f"{gen_name} no longer holds the frames; generating them again")
+        else:
+            gone = RemoteError(gen_name, exc.code(), exc.details() or "")
+        # The generating agent failed: every job without a result fails with it.
+        return [gone if r is None else r for r in results]
     finally:
-        gen_call.cancel()
-    return list(await asyncio.gather(*(s.task for s in streams if s.task), return_exceptions=True))
+        call.cancel()
+    lost = RemoteError(gen_name, grpc.StatusCode.UNKNOWN, "the Deliver stream ended without this job's result")
+    return [lost if r is None else r for r in results]
 
 
-async def _abandon(streams: list[_JobStream]) -> None:
-    """Stop every post call: an unverified stream must not become an output."""
-    for stream in streams:
-        if stream.task is not None:
-            stream.task.cancel()
-    for stream in streams:
-        if stream.task is not None:
-            with contextlib.suppress(BaseException):
-                await stream.task
+def _outcome(result: pb.DeliveryResult, gen_name: str, request: pb.DeliverRequest) -> pb.PostResult | BaseException:
+    if result.WhichOneof("outcome") == "result":
+        return result.result
+    return DeliveryFailed(result.post_agent, status_code(result.error.code), result.error.message, held=result.held,
+                          gen=gen_name, request=request, index=result.index)

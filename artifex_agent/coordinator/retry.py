@@ -14,7 +14,7 @@ import logging
 import grpc
 
 from artifex_agent.errors import ArtifexError, StreamError
-from artifex_agent.relay import RemoteError
+from artifex_agent.transport.post_call import RemoteError
 
 logger = logging.getLogger(__name__)
 

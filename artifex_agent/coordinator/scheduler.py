@@ -15,20 +15,21 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from artifex_agent.config import ClusterConfig
-from artifex_agent.coordinator import routing
+from artifex_agent.coordinator import post_runs, routing, split_runs
 from artifex_agent.coordinator.agents import AgentHandle, AgentPool
 from artifex_agent.coordinator.batching import QueueEntry, pick_batch
 from artifex_agent.coordinator.cache import CacheHit, ResultsCache
 from artifex_agent.coordinator.events import EventBus
+from artifex_agent.coordinator.held_retry import HeldRetries
 from artifex_agent.coordinator.job import Job
 from artifex_agent.coordinator.messages import JobEvent
-from artifex_agent.coordinator.pipeline import run_batch
+from artifex_agent.coordinator.pipeline import DeliveryFailed, run_batch
 from artifex_agent.coordinator.retry import backoff_s, classify
 from artifex_agent.coordinator.store import Store
 from artifex_agent.errors import RequestError
@@ -64,6 +65,8 @@ class Run:
     posting: bool = False
     finishing: bool = False
     started: float = field(default_factory=time.time)
+    # A post stage again from frames the generating agent holds (coordinator/held_retry.py); None: a whole run.
+    retry: DeliveryFailed | None = None
     # (monotonic time, stage, last step?) of the last progress event published.
     last_progress: tuple[float, str, bool] = (0.0, "", False)
 
@@ -81,6 +84,7 @@ class Scheduler:
         self.runs: dict[str, Run] = {}
         self._run_of: dict[str, Run] = {}
         self._cached_keys: set[str] = set()
+        self.held_retries = HeldRetries()
         self._counter = itertools.count()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._wake = asyncio.Event()
@@ -98,6 +102,61 @@ class Scheduler:
         """Add a stored queued job to the in-memory queue and look for an agent for it."""
         self.entries[job.id] = QueueEntry(job, next(self._counter), content_key, now, cache_checked=cache_checked)
         self.wake()
+
+    async def begin_one(self, entry: QueueEntry, gen: AgentHandle, post: AgentHandle, where: str) -> Run | None:
+        """Record one job as running on gen/post (committed first) for split_runs.py and post_runs.py.
+
+        Its run is not launched yet; None when the job was cancelled while it was being recorded.
+        """
+        run = Run(new_id(), [entry], gen, post)
+        job = entry.job.copy()
+        job.start(gen.name, post.name, "", time.time())
+        event = self._event(job, "state", f"attempt {job.attempts}: {where}")
+        await self.call(self.store.save, job, event)
+        if entry.job.state != "queued" or self.entries.get(job.id) is not entry:
+            return None  # its "cancelled" was written after
+        entry.job = job
+        self._run_of[job.id] = run
+        self._publish(event)
+        logger.info("job %s: %s", job.id, event.message)
+        job.started = time.time()
+        return run
+
+    def launch(self, run: Run, work: Callable[[Run], Awaitable[list[Any]]], name: str,
+               after: Callable[[], None] | None = None) -> None:
+        """Run `work` (each job's result or error) as the run's task; record the outcome as for any run."""
+        self.runs[run.batch_id] = run
+        run.task = asyncio.create_task(self._run_work(run, work, after), name=name)
+
+    async def _run_work(self, run: Run, work: Callable[[Run], Awaitable[list[Any]]],
+                        after: Callable[[], None] | None) -> None:
+        try:
+            try:
+                results = await work(run)
+            except asyncio.CancelledError:
+                await self._interrupted(run)
+                return
+            except Exception as exc:
+                results = [exc] * len(run.entries)
+            run.finishing = True
+            try:
+                await self._finish(run, results)
+            except Exception:
+                # The store failed (disk full?): the jobs stay "running" on disk and are re-run at restart.
+                logger.exception("cannot record the end of run %s", run.batch_id)
+        finally:
+            if after is not None:
+                after()
+            self._forget(run)
+            self.wake()
+
+    def publish_info(self, run: Run, message: str) -> None:
+        """An "info" event for the run's (single) job: a split chosen, a failover."""
+        self._publish(self._event(run.entries[0].job, "info", message))
+
+    def progress(self, run: Run, index: int | None, source: str, p: pb.Progress) -> None:
+        """Progress of a run from its agents (throttled, mapped to the job's stage)."""
+        self._progress(run, index, source, p)
 
     def run_of(self, job_id: str) -> Run | None:
         """The run a running job is part of."""
@@ -258,6 +317,18 @@ class Scheduler:
                     and await self._complete_from_cache(entry):
                 continue
             ready.append(entry)
+        # Post-only jobs (coordinator/post_runs.py) and split or decode-on-post jobs (split_runs.py,
+        # holding two agents) run on their own, outside batches.
+        for entry in [e for e in ready if post_runs.is_post_only(e.job.spec) or split_runs.is_split(e.job.spec)]:
+            start = post_runs.start if post_runs.is_post_only(entry.job.spec) else split_runs.start
+            if self._stopping or await start(self, entry):
+                ready.remove(entry)
+        # A post stage that failed while its frames stay held runs again from them (coordinator/held_retry.py).
+        for entry in [e for e in ready if self.held_retries.pending(e.job.id)]:
+            planned = self.held_retries.plan(self.pool, entry)
+            if planned is not None and not self._stopping:
+                ready.remove(entry)
+                await self._start([entry], planned.gen, planned.post, retry=planned.failed)
         # First give every idle agent its batch, then place post-processing: an agent that is
         # about to generate is not idle, so a lone job still goes to the post-preferring agent
         # while a busy queue has each agent post its own jobs (the same work on both).
@@ -299,19 +370,21 @@ class Scheduler:
                 raise
         return due
 
-    async def _start(self, batch: list[QueueEntry], gen: AgentHandle, post: AgentHandle) -> None:
+    async def _start(self, batch: list[QueueEntry], gen: AgentHandle, post: AgentHandle,
+                     retry: DeliveryFailed | None = None) -> None:
         """Record the batch as running (committed first), then start its run."""
         now = time.time()
-        run = Run(new_id(), batch, gen, post)
+        run = Run(new_id(), batch, gen, post, retry=retry)
         items: list[tuple[Job, JobEvent | None, float]] = []
         for entry in batch:
             job = entry.job.copy()
             job.start(gen.name, post.name, run.batch_id if len(batch) > 1 else "", now)
             where = f"generating on {gen.name}, post-processing on {post.name}"
+            if retry is not None:
+                where = f"post-processing on {post.name} from the frames {gen.name} holds (no new generation)"
+            self.held_retries.forget(job.id)
             if len(batch) > 1:
                 where += f" (batch {run.batch_id} of {len(batch)} jobs)"
-            if job.spec.split != "none":
-                where += f"; split {job.spec.split!r} is not scheduled by the coordinator yet: it runs whole"
             items.append((job, self._event(job, "state", f"attempt {job.attempts}: {where}"), 0.0))
         await self.call(self.store.save_many, items)
         started = []
@@ -330,31 +403,18 @@ class Scheduler:
         now = time.time()
         for entry in started:
             entry.job.started = now
-        gen.generating += 1
-        self.runs[run.batch_id] = run
-        run.task = asyncio.create_task(self._execute(run), name=f"run-{run.batch_id}")
+        if retry is None:
+            gen.generating += 1
+        else:  # nothing to generate: only the post agent works
+            run.gen_released, run.posting = True, True
+            post.posting += 1
+        self.launch(run, self._deliver, f"run-{run.batch_id}")
 
-    async def _execute(self, run: Run) -> None:
-        jobs = [e.job for e in run.entries]
-        try:
-            try:
-                results: list[Any] = await run_batch(
-                    run.gen.stub, run.post.stub, jobs, run.batch_id, lambda i, s, p: self._progress(run, i, s, p),
-                    gen_name=run.gen.name, post_name=run.post.name)
-            except asyncio.CancelledError:
-                await self._interrupted(run)
-                return
-            except Exception as exc:
-                results = [exc] * len(jobs)
-            run.finishing = True
-            try:
-                await self._finish(run, results)
-            except Exception:
-                # The store failed (disk full?): the jobs stay "running" on disk and are re-run at restart.
-                logger.exception("cannot record the end of batch %s", run.batch_id)
-        finally:
-            self._forget(run)
-            self.wake()
+    async def _deliver(self, run: Run) -> list[Any]:
+        """The batch through its generating agent's Deliver (coordinator/pipeline.py)."""
+        return await run_batch(run.gen.stub, [e.job for e in run.entries], run.batch_id,
+                               lambda i, s, p: self._progress(run, i, s, p),
+                               gen_name=run.gen.name, post_name=run.post.name, retry=run.retry)
 
     def _forget(self, run: Run) -> None:
         if not run.gen_released:
@@ -417,6 +477,7 @@ class Scheduler:
         if dead_agent:
             self.pool.mark_down(dead_agent, message)
         if retryable and job.attempts < self.cfg.max_attempts:
+            message += self.held_retries.note(job.id, exc)
             delay = backoff_s(job.attempts, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
             job.retry_later(message)
             entry.not_before, entry.queued_at = now + delay, now

@@ -6,13 +6,16 @@ import contextlib
 import functools
 import io
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import grpc
 
-from artifex_agent.config import AgentConfig
+from artifex_agent.config import AgentConfig, ClusterConfig
+from artifex_agent.delivery.deliverer import Deliverer
+from artifex_agent.delivery.payload import Payload
 from artifex_agent.engines.generation import GenerationEngine, GenerationRequest, GenerationResult
 from artifex_agent.engines.paths import confined_path
 from artifex_agent.errors import RequestError
@@ -96,12 +99,14 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
     """Runs one generation at a time on this agent's GPU and streams the result."""
 
     def __init__(self, engine: GenerationEngine, cfg: AgentConfig, activity: Activity, chunk_bytes: int = 0,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None, deliverer: Deliverer | None = None) -> None:
         self.engine = engine
         self.cfg = cfg
         self.activity = activity
         self.chunk_bytes = chunk_bytes
         self.admission = admission or Admission(Limits.of(cfg))
+        # Where Deliver sends its frames (the cluster file's agents, or this process).
+        self.deliverer = deliverer or Deliverer(cfg, ClusterConfig(agents=[cfg]), activity, engine, chunk_bytes)
         # The GPU runs one pipeline at a time; a single worker thread keeps torch off the event loop.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
@@ -116,16 +121,54 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
                 async for message in messages:
                     yield message
 
-    async def _generate(self, request: pb.GenerateRequest) -> AsyncGenerator[bytes, None]:
+    @streaming
+    async def Deliver(self, request: pb.DeliverRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DeliverEvent]:
+        """Generate (or take the held frames) and post-process each delivery where it names; events back."""
+        with self.admission.stream("Deliver") as ticket:
+            post_agent = self.deliverer.post_agent(request)  # an unknown agent is refused before any work
+            ticket.begin()
+            job_id = request.generate.job_id
+            if request.reuse_held:
+                payload = self.deliverer.held.get(job_id)
+            else:
+                ticket.hold(request.generate.ByteSize())
+                runs: list[Pump[GenerationResult]] = []
+                with self.activity.track("generate", job_id):
+                    async with contextlib.aclosing(self._generation(request.generate, runs)) as events:
+                        async for raw in events:
+                            yield pb.DeliverEvent.FromString(raw)  # Progress is field 1 of both events
+                    result, started = runs[0].result(), runs[0].started  # a failed generation fails in the tally
+                payload = Payload(result.fps, result.model, request.generate.width, request.generate.height,
+                                  rgb=result.frames, latents=None if result.latents is None else result.latents.numpy())
+                self.deliverer.keep(job_id, payload)
+                frame_count = payload.stream().header.frame_count
+                yield pb.DeliverEvent(progress=pb.Progress(current_stage=pb.STAGE_STREAM, step=frame_count,
+                                                           total=frame_count, elapsed_s=time.monotonic() - started))
+            async with contextlib.aclosing(self.deliverer.deliver(request, post_agent, payload, ticket)) as events:
+                async for event in events:
+                    yield event
+
+    async def _generation(self, request: pb.GenerateRequest,
+                          runs: list[Pump[GenerationResult]]) -> AsyncGenerator[bytes, None]:
+        """Progress events while the engine runs; then runs[0] holds its outcome."""
         req = to_engine_request(request, self.cfg)
         self.engine.validate(req)
         pump: Pump[GenerationResult] = Pump()
+        runs.append(pump)
+        yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED, message=f"model {req.model}"))
+        work = functools.partial(self.engine.generate, req, on_step=pump.on_step, cancel=pump.cancel)
+        async with contextlib.aclosing(pump.run(self.executor, work)) as events:
+            async for event in events:
+                yield event
+
+    async def _generate(self, request: pb.GenerateRequest) -> AsyncGenerator[bytes, None]:
+        runs: list[Pump[GenerationResult]] = []
         with self.activity.track("generate", request.job_id):
-            yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED, message=f"model {req.model}"))
-            work = functools.partial(self.engine.generate, req, on_step=pump.on_step, cancel=pump.cancel)
-            async with contextlib.aclosing(pump.run(self.executor, work)) as events:
+            async with contextlib.aclosing(self._generation(request, runs)) as events:
                 async for event in events:
                     yield event
+            pump = runs[0]
             result = pump.result()
             clip = ClipStream(fps=result.fps, model=result.model, chunk_bytes=self.chunk_bytes,
                               latents=None if result.latents is None else result.latents.numpy(), rgb=result.frames,

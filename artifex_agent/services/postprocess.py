@@ -31,6 +31,7 @@ from artifex_agent.proto.artifex.v1 import agent_pb2_grpc
 from artifex_agent.services.activity import Activity
 from artifex_agent.services.admission import Admission, Limits, Ticket
 from artifex_agent.services.errors import streaming_with_error_event
+from artifex_agent.services.post_source import source_messages
 from artifex_agent.split.decode import LatentDecoder
 from artifex_agent.transport import frames, wire
 from artifex_agent.wire_enums import CODEC, VIDEO_ENCODER, post_codec, post_encoder
@@ -99,6 +100,9 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
             raise RequestError("the first message of a PostProcess stream must be a PostSpec")
         spec = first.spec
         model = check_spec(spec, self.cfg)
+        if spec.source_path:
+            # A post-only job: the frames come from the inputs root, read here, not from the client.
+            messages = source_messages(self.cfg, spec.source_path, spec.fps)
         # The header may be long in coming: the upstream agent is still generating.
         second = await _next(ticket, messages, "the stream header", idle=False)
         if second.kind != "header" or second.header is None:
@@ -120,12 +124,7 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
         # One worker thread per call: batches reach the encoder in order, off the event loop.
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="post")
         try:
-            upscaler = await loop.run_in_executor(worker, lambda: Upscaler(
-                spec.upscale or 1, model, device=self.cfg.device, dtype=self.cfg.dtype))
-            clips = header.clip_count or 1
-            encoding = Encoding(output, spec.fps or header.fps or 16.0, post_codec(spec), post_encoder(spec),
-                                crf=spec.crf or 18, preset=spec.preset, split_clips=spec.split_clips and clips > 1)
-            job = PostJob(upscaler, header.width, header.height, header.frame_count // clips, encoding, ticket)
+            job = await new_job(spec, header, model, output, self.cfg, ticket, worker)
             with self.activity.track("post", spec.job_id):
                 yield pb.PostProcessEvent(progress=pb.Progress(current_stage=pb.STAGE_RECEIVE,
                                                                total=header.frame_count))
@@ -198,10 +197,22 @@ class PostProcessService(agent_pb2_grpc.PostProcessServicer):
             await f
         receive_s = time.monotonic() - start
         await loop.run_in_executor(worker, job.finish)
-        yield pb.PostProcessEvent(result=_result(job, receiver, receive_s))
+        yield pb.PostProcessEvent(result=post_result(job, receiver.bytes, receive_s))
 
 
-def _result(job: PostJob, receiver: frames.FrameReceiver, receive_s: float) -> pb.PostResult:
+async def new_job(spec: pb.PostSpec, header: pb.StreamHeader, model: Path | None, output: Path | None,
+                  cfg: AgentConfig, budget: Ticket, worker: ThreadPoolExecutor) -> PostJob:
+    """The PostJob for `spec` over RGB frames as `header` describes them, its upscaler loaded on `worker`."""
+    upscaler = await asyncio.get_running_loop().run_in_executor(worker, lambda: Upscaler(
+        spec.upscale or 1, model, device=cfg.device, dtype=cfg.dtype))
+    clips = header.clip_count or 1
+    encoding = Encoding(output, spec.fps or header.fps or 16.0, post_codec(spec), post_encoder(spec),
+                        crf=spec.crf or 18, preset=spec.preset, split_clips=spec.split_clips and clips > 1)
+    return PostJob(upscaler, header.width, header.height, header.frame_count // clips, encoding, budget)
+
+
+def post_result(job: PostJob, payload_bytes: int, receive_s: float) -> pb.PostResult:
+    """What a finished post job produced (payload_bytes: what crossed the link, 0 in process)."""
     ow, oh = job.out_size()
     enc = job.results[0] if job.results else None
     return pb.PostResult(
@@ -211,7 +222,7 @@ def _result(job: PostJob, receiver: frames.FrameReceiver, receive_s: float) -> p
         video_codec=CODEC.to_pb(enc.codec) if enc else pb.CODEC_UNSPECIFIED,
         video_encoder=VIDEO_ENCODER.to_pb(enc.encoder) if enc else pb.VIDEO_ENCODER_UNSPECIFIED,
         sha256=[r.sha256 for r in job.results],
-        receive_s=receive_s, upscale_s=job.upscale_s, encode_s=job.encode_s, payload_bytes=receiver.bytes,
+        receive_s=receive_s, upscale_s=job.upscale_s, encode_s=job.encode_s, payload_bytes=payload_bytes,
     )
 
 

@@ -40,6 +40,10 @@ class AgentStub:
         """Server stream of raw GenerateEvent messages (decode with wire.decode)."""
         return methods.GENERATE.multicallable(self.channel)(request, metadata=self.metadata, timeout=timeout)
 
+    def deliver(self, request: pb.DeliverRequest, timeout: float | None = None) -> Any:
+        """Server stream of DeliverEvent: the agent generates and hands the frames on itself."""
+        return methods.DELIVER.multicallable(self.channel)(request, metadata=self.metadata, timeout=timeout)
+
     def post_process(self, requests: Any, timeout: float | None = None) -> Any:
         """Bidirectional: raw PostProcessRequest messages in, PostProcessEvent out."""
         return methods.POST_PROCESS.multicallable(self.channel)(requests, metadata=self.metadata, timeout=timeout)

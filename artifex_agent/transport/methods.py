@@ -75,6 +75,8 @@ _JOBS = "artifex.v1.Jobs"
 
 GENERATE = Rpc("artifex.v1.Generate", "Generate", "unary_stream", pb.GenerateRequest, pb.GenerateEvent,
                raw_response=True)
+# Generate here, post-process on the agent the request names (or here): progress and results only, no frames.
+DELIVER = Rpc("artifex.v1.Generate", "Deliver", "unary_stream", pb.DeliverRequest, pb.DeliverEvent)
 POST_PROCESS = Rpc("artifex.v1.PostProcess", "PostProcess", "stream_stream", pb.PostProcessRequest,
                    pb.PostProcessEvent, raw_request=True)
 INFO = Rpc(_DIAGNOSTICS, "Info", "unary_unary", pb.InfoRequest, pb.AgentInfo)
@@ -87,7 +89,7 @@ DENOISE = Rpc(_SPLIT, "Denoise", "stream_stream", spb.DenoiseRequest, spb.Denois
               raw_request=True, raw_response=True)
 CFG_PEER = Rpc(_SPLIT, "CfgPeer", "stream_stream", spb.CfgRequest, spb.CfgEvent, raw_request=True, raw_response=True)
 
-AGENT: tuple[Rpc, ...] = (GENERATE, POST_PROCESS, INFO, ECHO, DOWNLOAD, UPLOAD, PROBE, DENOISE, CFG_PEER)
+AGENT: tuple[Rpc, ...] = (GENERATE, DELIVER, POST_PROCESS, INFO, ECHO, DOWNLOAD, UPLOAD, PROBE, DENOISE, CFG_PEER)
 # The coordinator's service (all protobuf, nothing raw).
 JOBS: tuple[Rpc, ...] = (
     Rpc(_JOBS, "Submit", "unary_unary", jpb.SubmitRequest, jpb.SubmitReply),

@@ -40,6 +40,10 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    # A new channel connects afresh: gRPC's process-wide subchannel pool would hand it the subchannel
+    # of an earlier channel to the same address, still backing off from a peer that has since
+    # restarted there (agents keep their port), and its first call would fail UNAVAILABLE at once.
+    ("grpc.use_local_subchannel_pool", 1),
     *_KEEPALIVE,
 ]
 

@@ -14,6 +14,7 @@ import grpc
 
 from artifex_agent.config import AgentConfig, ClusterConfig
 from artifex_agent.errors import ConfigError
+from artifex_agent.jobspec import JobSpec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.watcher import files, names
 from artifex_agent.watcher.attempts import Attempts
@@ -22,7 +23,7 @@ from artifex_agent.watcher.files import Refused, Retry
 from artifex_agent.watcher.frames import FramePlan, plan_folder, plan_video, post_spec, stream_plan
 from artifex_agent.watcher.ledger import Ledger, Record, item_key
 from artifex_agent.watcher.names import Layout
-from artifex_agent.watcher.submitter import describe
+from artifex_agent.watcher.submitter import describe, is_refusal
 from artifex_agent.wire_enums import result_codec, result_encoder
 
 logger = logging.getLogger(__name__)
@@ -119,8 +120,12 @@ class FrameWorker:
             spec = post_spec(plan, stem, cfg, job_id=f"drop-{key[:16]}")
             logger.info("post-processing %s: %d frames %dx%d -> %s", c.relpath, plan.count, plan.width,
                         plan.height, spec.output_name)
-            result = asyncio.run(self._send(plan, spec))
-            self._done(c, rec, _result_text(result))
+            shared = self._shared_path(real)
+            if shared is not None:
+                detail = self._through_coordinator(plan, spec, shared, key)
+            else:
+                detail = _result_text(asyncio.run(self._send(plan, spec)))
+            self._done(c, rec, detail)
             self.attempts.finished(c, through=True)
             return True
         except Refused as exc:
@@ -139,6 +144,37 @@ class FrameWorker:
         self._fail(c, key, plan, reason)
         self.attempts.finished(c, through=False)
         return True
+
+    def _shared_path(self, real: Path) -> str | None:
+        """`real` relative to a post agent's inputs root (the shared cache), or None when it lies under none."""
+        for agent in self.cluster.agents:
+            if "post" in agent.roles and real.resolve().is_relative_to(agent.inputs_root.resolve()):
+                return real.resolve().relative_to(agent.inputs_root.resolve()).as_posix()
+        return None
+
+    def _through_coordinator(self, plan: FramePlan, spec: pb.PostSpec, shared: str, key: str) -> str:
+        """A post-only job at the coordinator (queued, retried, failed over); its outcome as the result note.
+
+        The same input gets the same job (idempotency key), so a restart waits for the job it
+        submitted before. A job that failed for good makes the input Refused (to failed/).
+        """
+        from artifex_agent.client import JobsClient
+
+        job_spec = post_only_spec(plan, spec, shared)
+        with JobsClient.from_config(self.cluster) as client:
+            try:
+                job_id = client.submit(job_spec, idempotency_key=f"drop-{key}")
+            except Exception as exc:
+                if is_refusal(exc):
+                    raise Refused(f"the coordinator refused it: {describe(exc)}") from None
+                raise  # the coordinator is away or busy: attempts.classify says when to try again
+            logger.info("%s submitted as post-only job %s (%s)", plan.label, job_id, shared)
+            job = client.wait(job_id)
+        if job.state != "done":
+            raise Refused(f"job {job_id} {job.state}: {job.error or 'no reason given'}")
+        lines = [*job.outputs, "", f"job: {job_id}  frames: {plan.count}"]
+        lines += [f"sha256: {digest}" for digest in job.sha256]
+        return "\n".join(lines) + "\n"
 
     async def _send(self, plan: FramePlan, spec: pb.PostSpec) -> pb.PostResult:
         from artifex_agent.transport.channel import AgentStub, open_channel
@@ -171,6 +207,15 @@ class FrameWorker:
             # Refused before it could be hashed: remember it under its claim token.
             self.ledger.record(Record(item_key(c.relpath, c.token), c.relpath, "", "frames", "quarantined",
                                       location=str(dest), detail=reason, owner=self.owner))
+
+
+def post_only_spec(plan: FramePlan, spec: pb.PostSpec, shared: str) -> JobSpec:
+    """The coordinator's post-only job for a checked input at `shared` (relative to the inputs root)."""
+    o = plan.options
+    return JobSpec.from_dict({"prompts": [], "post_input": shared, "upscale": o.upscale,
+                              "upscale_model": o.upscale_model, "codec": o.codec, "crf": o.crf,
+                              "encode_preset": o.preset, "encoder": o.encoder, "fps": plan.fps,
+                              "output": spec.output_name})
 
 
 def _result_text(result: pb.PostResult) -> str:

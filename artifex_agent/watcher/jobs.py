@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from artifex_agent.coordinator.job import TERMINAL
 from artifex_agent.errors import RequestError
-from artifex_agent.jobspec import JobSpec
+from artifex_agent.jobspec import MAX_IMAGE_BYTES, JobSpec
 from artifex_agent.watcher import files, names
 from artifex_agent.watcher.attempts import Attempts
 from artifex_agent.watcher.claim import Claim
@@ -104,16 +105,18 @@ class JobFiles:
             if not c.name.lower().endswith(names.JOB_SUFFIXES):
                 raise Refused("only .toml and .json job files are read from inbox/ (see docs/watcher.md)")
             data = files.read_limited(real, MAX_JOB_BYTES, "a job file (a small .toml or .json)", label="it")
-            content = hashlib.sha256(data).hexdigest()
+            spec = parse_job(data, c.name)
+            spec, image = self._attach_image(spec)
+            # The image is part of the input: a changed image is a new job, as a changed file is.
+            content = hashlib.sha256(data + spec.image_data).hexdigest()
             key = item_key(c.relpath, content)
             rec = self.ledger.get(key)
             if rec is not None and rec.job_id:
                 # Submitted before a crash or a restart (or the same file dropped again): no second job.
                 logger.info("%s was already submitted as job %s", c.relpath, rec.job_id)
-                self._accept(c, rec)
+                self._accept(c, rec, image)
                 self.attempts.finished(c, through=False)
                 return "settled"
-            spec = parse_job(data, c.name)
             self._check_model(spec)
             rec = self.ledger.record(Record(key, c.relpath, content, "job", "claimed",
                                             location=str(c.path), owner=self.owner))
@@ -126,7 +129,7 @@ class JobFiles:
             self.ledger.update(key, state="submitted", job_id=job_id, job_state="queued")
             rec.job_id, rec.state = job_id, "submitted"
             logger.info("submitted %s as job %s", c.relpath, job_id)
-            self._accept(c, rec)
+            self._accept(c, rec, image)
             self.attempts.finished(c, through=True)
             return "submitted"
         except Refused as exc:
@@ -153,8 +156,23 @@ class JobFiles:
             listed = ", ".join(sorted(known)) or "none"
             raise Refused(f"no agent has the model {spec.model!r} (they have: {listed})")
 
-    def _accept(self, c: Claim, rec: Record) -> None:
-        """Move the claimed file to inbox/accepted/ with NAME.job holding the job id."""
+    def _attach_image(self, spec: JobSpec) -> tuple[JobSpec, Path | None]:
+        """An i2v job whose `image` names a file in inbox/ beside it: the image's bytes go with the job.
+
+        No shared path is assumed: whichever agent generates receives the bytes. Any other `image`
+        keeps its old meaning (a path under the agents' inputs folder).
+        """
+        name = spec.image
+        if not name or "/" in name or "\\" in name or not names.is_job_image(name):
+            return spec, None
+        path = self.layout.inbox / name
+        if not path.is_file() or path.is_symlink():
+            return spec, None
+        data = files.read_limited(path, MAX_IMAGE_BYTES, "an i2v image sent with a job", label=name)
+        return dataclasses.replace(spec, image="", image_data=data), path
+
+    def _accept(self, c: Claim, rec: Record, image: Path | None = None) -> None:
+        """Move the claimed file to inbox/accepted/ with NAME.job holding the job id (and its image beside it)."""
         acc = self.layout.accepted
         acc.mkdir(parents=True, exist_ok=True)
         name = names.unique_name(acc, c.name, rec.key[:8])
@@ -163,6 +181,8 @@ class JobFiles:
         files.write_note(acc / (name + names.JOB_ID_SUFFIX), rec.job_id + "\n")
         self.ledger.update(rec.key, location=str(acc / name))
         c.path.rename(acc / name)
+        if image is not None and image.exists():
+            files.move_unique(image, acc, image.name, rec.key[:8])
         if rec.state in ("done", "failed"):
             # The same file dropped again after its job ended: the outcome goes beside this copy too.
             rec.location = str(acc / name)

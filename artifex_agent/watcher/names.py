@@ -15,6 +15,8 @@ FAILED = "failed"
 STATE = ".watcher"  # heartbeats of the watchers sharing the folder
 
 JOB_SUFFIXES = (".toml", ".json")
+# An i2v job's image dropped beside its job file in inbox/: read with the job, never an input of its own.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 READY_MARKER = "_READY"
 FOLDER_SIDECAR = "_post.toml"
@@ -78,6 +80,11 @@ def is_temporary(name: str) -> bool:
 def is_ignored(name: str) -> bool:
     """Temporary names, file-manager litter and our own markers."""
     return is_temporary(name) or name.lower() in _JUNK
+
+
+def is_job_image(name: str) -> bool:
+    """An image in inbox/: it travels with the job file that names it (`image = "fox.png"`)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def is_video_sidecar(name: str) -> bool:

@@ -172,6 +172,8 @@ class Watcher:
             for e in list_entries(self.layout.inbox, skip=(names.ACCEPTED,)):
                 if self._jobs_paused():
                     break
+                if names.is_job_image(e.name) and not e.is_dir:
+                    continue  # read with the job file that names it
                 present.add(e.path)
                 if self.stability.ready(e.path, e.signature, now):
                     self.stability.forget(e.path)

@@ -31,7 +31,8 @@ def collect(cluster: ClusterConfig, *, recent: int = 10) -> dict[str, Any]:
     cfg = cluster.watcher
     layout = Layout(Path(cfg.root).expanduser().absolute())
     # Printable: a name that is not UTF-8 must not break printing the status or its JSON.
-    waiting_jobs = [names.printable(e.name) for e in list_entries(layout.inbox, skip=(names.ACCEPTED,))]
+    waiting_jobs = [names.printable(e.name) for e in list_entries(layout.inbox, skip=(names.ACCEPTED,))
+                    if e.is_dir or not names.is_job_image(e.name)]
     waiting_frames = [names.printable(e.name) for e in list_entries(layout.frames)
                       if not names.is_video_sidecar(e.name)]
     in_progress = claims.list_claims(layout)

@@ -111,6 +111,33 @@ def test_an_agent_killed_mid_post_processing_finishes_the_job_after_its_restart(
     assert not parts(agents)
 
 
+def test_a_post_agent_killed_mid_stream_has_the_other_post_from_the_held_frames(coordinator_factory: Any,
+                                                                               agents: LocalCluster) -> None:
+    # 'a' generates (and may post), 'b' prefers posting: the job is delivered from a to b.
+    coordinator = coordinator_factory(roles={"a": ["generate", "post"], "b": ["post"]})
+    try:
+        with coordinator.client() as client:
+            coordinator.wait_for_agents(client)
+            job_id = client.submit(spec("a kite over a beach", seed=6, **SLOW_POST))
+            job = wait_stage(client, job_id, ("post",))
+            assert (job.agent, job.post_agent) == ("a", "b")
+            agents.children["b"].kill()
+            job = client.wait(job_id, timeout=60)
+            assert job.state == "done", job.error
+            assert job.post_agent == "a" and job.attempts == 2
+            events = list(client.watch(job_id, history=True))
+            retry = next(e for e in events if e.kind == "retry")
+            assert "a still holds its frames: only the post stage runs again" in retry.message
+            after = events[events.index(retry):]
+            # The second attempt only post-processed (tests/services/test_deliver.py: no generation then).
+            assert any("from the frames a holds (no new generation)" in e.message for e in after)
+        assert valid_video(job.outputs[0], 41)
+        # Nothing of the killed attempt became an output on b.
+        assert outputs_named(agents, job_id) == [Path(job.outputs[0])]
+    finally:
+        agents.start_agent("b")
+
+
 def test_cancel_a_queued_and_a_running_job(coordinator_factory: Any) -> None:
     coordinator = coordinator_factory(roles={"a": ["generate", "post"], "b": ["post"]})
     with coordinator.client() as client:

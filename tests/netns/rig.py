@@ -4,6 +4,10 @@
         rig.run_in("a", ["ping", "-c1", rig.b.ip])
         rig.link_down("a"); rig.shape("10gbit"); rig.set_mtu("b", 1500)
         with rig.packet_loss("b", 5): ...
+        with rig.blackhole(): ...              # every packet on the link dropped, no carrier loss
+        rig.link_bytes("a"); rig.link_bytes("a", "lo")   # the kernel's byte counters
+        proc, config = rig.start_coordinator("a", {"a": ["generate"], "b": ["post"]})
+        rig.cli_in("a", ["submit", ...], config=config)
 
 Names (namespaces, interfaces) and the 10.77.N.0/24 subnet are unique per rig, and
 everything is removed on close, on failure, and at interpreter exit. Traffic stays in
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import re
@@ -36,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "artx"
 AGENT_PORT = 50051
+# Inside a namespace nothing else listens: fixed ports cannot clash with another rig's.
+COORDINATOR_PORT = 50061
 TOKEN = "netns-rig-token-5b9e"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,6 +121,7 @@ class TwoHosts:
         self.b = Host("b", f"{PREFIX}{tag}-B", f"vB{iface_tag}", f"10.77.{subnet}.2")
         self.config_path = self.workdir / "cluster.toml"
         self.agents: dict[str, ChildProcess] = {}
+        self.coordinators: list[ChildProcess] = []
         self._built = False
 
     def host(self, key: str) -> Host:
@@ -149,6 +157,14 @@ class TwoHosts:
             _ip("-n", h.ns, "addr", "add", f"{h.ip}/24", "dev", h.iface)
             _ip("-n", h.ns, "link", "set", h.iface, "mtu", str(self.mtu), "up")
             _ip("-n", h.ns, "link", "set", "lo", "up")
+        # The kernel turns the link on asynchronously (linkwatch, up to a second later on a busy
+        # machine) and drops what is sent before: wait until both ends say UP.
+        deadline = time.monotonic() + 10.0
+        while not all("state UP" in _ip("-n", h.ns, "link", "show", h.iface, check=False).stdout
+                      for h in (self.a, self.b)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the veth link {self.a.iface} <-> {self.b.iface} did not come up")
+            time.sleep(0.02)
         logger.info("rig %s <-> %s on %s", self.a.ns, self.b.ns, self.subnet)
 
     def write_config(self, path: Path | None = None, **network: Any) -> Path:
@@ -175,8 +191,9 @@ class TwoHosts:
     def close(self) -> None:
         """Stop the agents and remove both namespaces (the veth pair goes with them). Idempotent."""
         with contextlib.suppress(Exception):
-            stop_together(self.agents.values())
+            stop_together([*self.coordinators, *self.agents.values()])
         self.agents.clear()
+        self.coordinators.clear()
         if self._built:
             for h in (self.a, self.b):
                 _ip("netns", "del", h.ns, check=False)
@@ -194,6 +211,12 @@ class TwoHosts:
         full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
         return subprocess.run(self.command(key, args), capture_output=True, text=True, timeout=timeout,
                               check=check, env=full_env, cwd=ROOT)
+
+    def popen_in(self, key: str, args: list[str]) -> subprocess.Popen[str]:
+        """Start `python ARGS` inside host `key` without waiting: text pipes for its stdout and stderr."""
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        return subprocess.Popen(self.command(key, [sys.executable, *args]), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
     def python_in(self, key: str, args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
         """`python -m ...` / `python -c ...` with this interpreter, inside host `key`."""
@@ -246,20 +269,83 @@ class TwoHosts:
         """Drop `percent`% of packets arriving at host `key` (nftables ingress hook; netem is absent).
 
         Yields a function that returns how many packets were dropped so far."""
+        with self._ingress_drop(key, f"numgen random mod 100 < {int(percent)} ") as dropped:
+            yield dropped
+
+    @contextlib.contextmanager
+    def blackhole(self) -> Iterator[Callable[[], int]]:
+        """Drop every packet arriving at either end of the link: the peer stays "up" but never answers.
+
+        Unlike `link_down`, no side sees a carrier loss or a reset: only timeouts and keepalives
+        can notice. Yields a function that returns how many packets were dropped so far."""
+        with self._ingress_drop("a") as dropped_a, self._ingress_drop("b") as dropped_b:
+            yield lambda: dropped_a() + dropped_b()
+
+    @contextlib.contextmanager
+    def _ingress_drop(self, key: str, match: str = "") -> Iterator[Callable[[], int]]:
+        """An nftables table on host `key`'s link ingress dropping the packets `match` selects (all: "")."""
         h = self.host(key)
-        table = f"artx_loss_{secrets.token_hex(2)}"
+        table = f"artx_drop_{secrets.token_hex(2)}"
         rules = (f"table netdev {table} {{\n  chain ingress {{\n"
                  f"    type filter hook ingress device \"{h.iface}\" priority 0; policy accept;\n"
-                 f"    numgen random mod 100 < {int(percent)} counter drop\n  }}\n}}\n")
+                 f"    {match}counter drop\n  }}\n}}\n")
         subprocess.run(self.command(key, ["nft", "-f", "-"]), input=rules, check=True, capture_output=True,
                        text=True)
+
         def dropped() -> int:
             out = subprocess.run(self.command(key, ["nft", "list", "table", "netdev", table]),
                                  capture_output=True, text=True).stdout
-            match = re.search(r"counter packets (\d+)", out)
-            return int(match.group(1)) if match else 0
+            found = re.search(r"counter packets (\d+)", out)
+            return int(found.group(1)) if found else 0
 
         try:
             yield dropped
         finally:
             subprocess.run(self.command(key, ["nft", "delete", "table", "netdev", table]), capture_output=True)
+
+    # ------------------------------------------------------------------ counting bytes
+
+    def link_bytes(self, key: str, iface: str = "") -> int:
+        """Bytes received plus sent so far on host `key`'s link interface (or `iface`, e.g. "lo").
+
+        The kernel's own counters (/sys/class/net/IF/statistics, as `ip -s` reads them): every
+        byte that crossed, whichever process sent it. On "lo" each byte is counted once each way."""
+        h = self.host(key)
+        out = _ip("-n", h.ns, "-s", "-j", "link", "show", "dev", iface or h.iface).stdout
+        stats = json.loads(out)[0]["stats64"]
+        return int(stats["rx"]["bytes"]) + int(stats["tx"]["bytes"])
+
+    # ------------------------------------------------------------------ a coordinator inside
+
+    def start_coordinator(self, key: str, agents: dict[str, list[str]], name: str = "coordinator",
+                          **settings: Any) -> tuple[ChildProcess, Path]:
+        """`artifex-agent coordinator` inside host `key` over the rig's agents `agents` (name -> prefer).
+
+        Returns the process (stopped by `close`) and its cluster file, for `cli_in(key, ["submit", ...])`.
+        It listens on loopback inside `key`: only processes in that namespace reach it."""
+        # A folder (database, results cache) of its own: a cached result would move no bytes at all.
+        folder = self.workdir / f"{name}-{secrets.token_hex(3)}"
+        folder.mkdir(parents=True)
+        tables = {k: {"address": self.host(k).address, "prefer": prefer} for k, prefer in agents.items()}
+        coordinator = {"listen": f"127.0.0.1:{COORDINATOR_PORT}", "database": str(folder / "jobs.db"),
+                       "results_cache": str(folder / "cache"), "batch_size": 1, "batch_timeout_s": 0.0,
+                       "health_interval_s": 0.5, **settings}
+        config = write_cluster_toml(folder / "coordinator.toml", tables, coordinator=coordinator,
+                                    security={"token": self.token})
+        log = folder / "coordinator.log"
+        child = ChildProcess(["coordinator", "--config", str(config), "--port-file", str(folder / "port")], log,
+                             folder / "port", env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                             prefix=self.command(key, [])).start()
+        self.coordinators.append(child)
+        child.wait_port()
+        # Its first health checks decide where jobs go: a job submitted before them would wait.
+        deadline = time.monotonic() + 30
+        while log.read_text(errors="replace").count(" is up (") < len(agents):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the coordinator did not see its agents up:\n{child.log_tail()}")
+            time.sleep(0.05)
+        return child, config
+
+    def stop_coordinators(self) -> None:
+        stop_together(self.coordinators)
+        self.coordinators.clear()

@@ -72,6 +72,10 @@ class _Generate:
         yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED, message=request.model))
         yield wire.encode_chunk(request.model.encode())
 
+    async def Deliver(self, request: pb.DeliverRequest, context: Any) -> AsyncIterator[pb.DeliverEvent]:
+        assert isinstance(request, pb.DeliverRequest)
+        yield pb.DeliverEvent(result=pb.DeliveryResult(index=1, post_agent=request.post_agent))
+
 
 class _PostProcess:
     async def PostProcess(self, requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[pb.PostProcessEvent]:
@@ -127,6 +131,8 @@ def test_clients_and_servers_built_from_the_table_talk_on_every_rpc() -> None:
                 got = [raw async for raw in stub.generate(pb.GenerateRequest(model="m1"), timeout=10)]
                 progress = wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED, message="m1"))
                 assert got == [progress, wire.encode_chunk(b"m1")]
+                delivered = [e async for e in stub.deliver(pb.DeliverRequest(post_agent="b"), timeout=10)]
+                assert delivered == [pb.DeliverEvent(result=pb.DeliveryResult(index=1, post_agent="b"))]
                 sent = [wire.encode_spec(pb.PostSpec(output_name="x")), wire.encode_chunk(b"abc")]
                 events = [e async for e in stub.post_process(_each(*sent), timeout=10)]
                 result = pb.PostResult(frames=2, payload_bytes=sum(map(len, sent)))

@@ -160,7 +160,7 @@ class Rig:
     def __init__(self, work: Path, agents: dict[str, dict[str, Any]], **watcher: Any) -> None:
         self.work = work
         self.port = free_port()
-        self.root = work / "drop"
+        self.root = Path(watcher.pop("root", work / "drop"))
         self.layout = Layout(self.root)
         self.watcher = {"root": str(self.root), "poll_interval_s": 0.1, "settle_s": 0.2, "status_interval_s": 0.2,
                         **watcher}

@@ -93,8 +93,10 @@ def test_job_file_and_frame_folder_end_to_end_on_real_agents(agents: Any, tmp_pa
     from PIL import Image
 
     tables = {a.name: {"address": a.dial_address, "prefer": list(a.prefer), "roles": list(a.roles),
-                       "output_root": str(a.output_root)} for a in agents.config.agents}
-    rig = Rig(tmp_path, tables)
+                       "output_root": str(a.output_root), "inputs_root": str(a.inputs_root)}
+              for a in agents.config.agents}
+    # The drop folder on the share the agents read (their inputs root): frame folders go through the coordinator.
+    rig = Rig(tmp_path, tables, root=agents.config.agent("post").inputs_root / f"drop-{tmp_path.name}")
     rig.start_coordinator()
     try:
         rig.layout.create()
@@ -102,6 +104,10 @@ def test_job_file_and_frame_folder_end_to_end_on_real_agents(agents: Any, tmp_pa
         tiny = 'size = "16x16"\nframes = 5\nsteps = 1\nguidance = 1.0\nfps = 8.0\n'
         (rig.layout.inbox / "fox.toml.part").write_text(f'prompt = "a red fox"\nmodel = "{agents.model}"\n{tiny}')
         (rig.layout.inbox / "fox.toml.part").rename(rig.layout.inbox / "fox.toml")
+        # i2v: the image exists only in the drop folder, beside its job file (no agent's inputs folder has it).
+        Image.new("RGB", (20, 12), (10, 200, 10)).save(rig.layout.inbox / "first.png")
+        (rig.layout.inbox / "moves.toml").write_text(
+            f'prompt = "it moves"\nmodel = "wan2.2-tiny-i2v-a14b"\nimage = "first.png"\n{tiny}')
         (rig.layout.inbox / "unknown.toml").write_text(f'prompt = "a red fox"\nmodel = "wan9-huge"\n{tiny}')
         (rig.layout.inbox / "noupscaler.toml").write_text(
             f'prompt = "a cat"\nmodel = "{agents.model}"\nupscale_model = "missing.safetensors"\n{tiny}')
@@ -116,6 +122,14 @@ def test_job_file_and_frame_folder_end_to_end_on_real_agents(agents: Any, tmp_pa
         output = Path(result.read_text().splitlines()[0])
         with av.open(str(output)) as c:
             assert sum(1 for _ in c.decode(video=0)) == 5
+        moved = rig.layout.accepted / "moves.toml.result.txt"
+        wait_for(moved.exists, timeout=120, what="the i2v job's result")
+        with av.open(moved.read_text().splitlines()[0]) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 5
+        assert (rig.layout.accepted / "first.png").exists() and not (rig.layout.inbox / "first.png").exists()
+        # No path reached the agent: the image's bytes travelled with the job.
+        i2v = [j for j in _coordinator_jobs(rig) if j.spec.model == "wan2.2-tiny-i2v-a14b"]
+        assert len(i2v) == 1 and i2v[0].state == "done" and i2v[0].spec.image == ""
         note = (rig.layout.failed / "unknown.toml.error.txt")
         wait_for(note.exists, timeout=30, what="the unknown model refused")
         assert "wan9-huge" in note.read_text()
@@ -124,6 +138,13 @@ def test_job_file_and_frame_folder_end_to_end_on_real_agents(agents: Any, tmp_pa
         assert "missing.safetensors" in (rig.layout.accepted / "noupscaler.toml.error.txt").read_text()
         done = rig.layout.done / "shot.result.txt"
         wait_for(done.exists, timeout=60, what="the frame folder's result")
-        assert Path(done.read_text().splitlines()[0]) == agents.config.agent("post").output_root / "drop" / "shot.mp4"
+        shot_mp4 = Path(done.read_text().splitlines()[0])
+        assert shot_mp4 in [a.output_root / "drop" / "shot.mp4" for a in agents.config.agents]
+        with av.open(str(shot_mp4)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 4
+        # It was a post-only job at the coordinator, named relative to the share, not a direct call.
+        post_only = [j for j in _coordinator_jobs(rig) if j.spec.post_input]
+        assert len(post_only) == 1 and post_only[0].state == "done"
+        assert post_only[0].spec.post_input.startswith(f"drop-{tmp_path.name}/processing/")
     finally:
         rig.stop()

@@ -240,8 +240,62 @@ class GenerateEvent(_message.Message):
     trailer: StreamTrailer
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[StreamTrailer, _Mapping]] = ...) -> None: ...
 
+class DeliverRequest(_message.Message):
+    __slots__ = ("generate", "post_agent", "deliveries", "reuse_held", "only")
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
+    POST_AGENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    REUSE_HELD_FIELD_NUMBER: _ClassVar[int]
+    ONLY_FIELD_NUMBER: _ClassVar[int]
+    generate: GenerateRequest
+    post_agent: str
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    reuse_held: bool
+    only: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., post_agent: _Optional[str] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., reuse_held: _Optional[bool] = ..., only: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("spec", "clips")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CLIPS_FIELD_NUMBER: _ClassVar[int]
+    spec: PostSpec
+    clips: int
+    def __init__(self, spec: _Optional[_Union[PostSpec, _Mapping]] = ..., clips: _Optional[int] = ...) -> None: ...
+
+class DeliveryProgress(_message.Message):
+    __slots__ = ("index", "progress")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    progress: Progress
+    def __init__(self, index: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+
+class DeliveryResult(_message.Message):
+    __slots__ = ("index", "post_agent", "result", "error", "held")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    POST_AGENT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    post_agent: str
+    result: PostResult
+    error: ErrorStatus
+    held: bool
+    def __init__(self, index: _Optional[int] = ..., post_agent: _Optional[str] = ..., result: _Optional[_Union[PostResult, _Mapping]] = ..., error: _Optional[_Union[ErrorStatus, _Mapping]] = ..., held: _Optional[bool] = ...) -> None: ...
+
+class DeliverEvent(_message.Message):
+    __slots__ = ("progress", "post_progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    POST_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    post_progress: DeliveryProgress
+    result: DeliveryResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., post_progress: _Optional[_Union[DeliveryProgress, _Mapping]] = ..., result: _Optional[_Union[DeliveryResult, _Mapping]] = ...) -> None: ...
+
 class PostSpec(_message.Message):
-    __slots__ = ("output_name", "upscale", "upscale_model", "crf", "preset", "fps", "encode", "job_id", "split_clips", "video_codec", "encoder_choice")
+    __slots__ = ("output_name", "upscale", "upscale_model", "crf", "preset", "fps", "encode", "job_id", "split_clips", "video_codec", "encoder_choice", "source_path")
     OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +307,7 @@ class PostSpec(_message.Message):
     SPLIT_CLIPS_FIELD_NUMBER: _ClassVar[int]
     VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
     ENCODER_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PATH_FIELD_NUMBER: _ClassVar[int]
     output_name: str
     upscale: int
     upscale_model: str
@@ -264,7 +319,8 @@ class PostSpec(_message.Message):
     split_clips: bool
     video_codec: Codec
     encoder_choice: EncoderChoice
-    def __init__(self, output_name: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., fps: _Optional[float] = ..., encode: _Optional[bool] = ..., job_id: _Optional[str] = ..., split_clips: _Optional[bool] = ..., video_codec: _Optional[_Union[Codec, str]] = ..., encoder_choice: _Optional[_Union[EncoderChoice, str]] = ...) -> None: ...
+    source_path: str
+    def __init__(self, output_name: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., preset: _Optional[str] = ..., fps: _Optional[float] = ..., encode: _Optional[bool] = ..., job_id: _Optional[str] = ..., split_clips: _Optional[bool] = ..., video_codec: _Optional[_Union[Codec, str]] = ..., encoder_choice: _Optional[_Union[EncoderChoice, str]] = ..., source_path: _Optional[str] = ...) -> None: ...
 
 class PostProcessRequest(_message.Message):
     __slots__ = ("spec", "header", "chunk", "trailer")

@@ -41,6 +41,11 @@ class GenerateStub:
                 request_serializer=artifex_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=artifex_dot_v1_dot_agent__pb2.GenerateEvent.FromString,
                 _registered_method=True)
+        self.Deliver = channel.unary_stream(
+                '/artifex.v1.Generate/Deliver',
+                request_serializer=artifex_dot_v1_dot_agent__pb2.DeliverRequest.SerializeToString,
+                response_deserializer=artifex_dot_v1_dot_agent__pb2.DeliverEvent.FromString,
+                _registered_method=True)
 
 
 class GenerateServicer:
@@ -55,6 +60,14 @@ class GenerateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deliver(self, request, context):
+        """Generate and stream the frames straight to a post agent named in the cluster file (or
+        post-process in this process); the caller sees progress and results, no frames.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +75,11 @@ def add_GenerateServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=artifex_dot_v1_dot_agent__pb2.GenerateRequest.FromString,
                     response_serializer=artifex_dot_v1_dot_agent__pb2.GenerateEvent.SerializeToString,
+            ),
+            'Deliver': grpc.unary_stream_rpc_method_handler(
+                    servicer.Deliver,
+                    request_deserializer=artifex_dot_v1_dot_agent__pb2.DeliverRequest.FromString,
+                    response_serializer=artifex_dot_v1_dot_agent__pb2.DeliverEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +111,33 @@ class Generate:
             '/artifex.v1.Generate/Generate',
             artifex_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
             artifex_dot_v1_dot_agent__pb2.GenerateEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deliver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/artifex.v1.Generate/Deliver',
+            artifex_dot_v1_dot_agent__pb2.DeliverRequest.SerializeToString,
+            artifex_dot_v1_dot_agent__pb2.DeliverEvent.FromString,
             options,
             channel_credentials,
             insecure,

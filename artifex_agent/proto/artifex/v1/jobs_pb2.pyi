@@ -59,7 +59,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompts", "model", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "negative_prompt", "seed", "fps", "image", "upscale", "upscale_model", "crf", "encode_preset", "output", "priority", "tags", "loras", "scheduler", "shift", "boundary_ratio", "preset", "video_codec", "encoder_choice", "split_mode", "decode_on_side")
+    __slots__ = ("prompts", "model", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "negative_prompt", "seed", "fps", "image", "upscale", "upscale_model", "crf", "encode_preset", "output", "priority", "tags", "loras", "scheduler", "shift", "boundary_ratio", "preset", "video_codec", "encoder_choice", "split_mode", "decode_on_side", "image_data", "post_input")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,8 @@ class JobSpec(_message.Message):
     ENCODER_CHOICE_FIELD_NUMBER: _ClassVar[int]
     SPLIT_MODE_FIELD_NUMBER: _ClassVar[int]
     DECODE_ON_SIDE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DATA_FIELD_NUMBER: _ClassVar[int]
+    POST_INPUT_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedScalarFieldContainer[str]
     model: str
     width: int
@@ -123,7 +125,9 @@ class JobSpec(_message.Message):
     encoder_choice: _agent_pb2.EncoderChoice
     split_mode: SplitMode
     decode_on_side: DecodeOn
-    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ..., video_codec: _Optional[_Union[_agent_pb2.Codec, str]] = ..., encoder_choice: _Optional[_Union[_agent_pb2.EncoderChoice, str]] = ..., split_mode: _Optional[_Union[SplitMode, str]] = ..., decode_on_side: _Optional[_Union[DecodeOn, str]] = ...) -> None: ...
+    image_data: bytes
+    post_input: str
+    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ..., video_codec: _Optional[_Union[_agent_pb2.Codec, str]] = ..., encoder_choice: _Optional[_Union[_agent_pb2.EncoderChoice, str]] = ..., split_mode: _Optional[_Union[SplitMode, str]] = ..., decode_on_side: _Optional[_Union[DecodeOn, str]] = ..., image_data: _Optional[bytes] = ..., post_input: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "current_stage", "batch_id", "idempotency_key", "sha256")

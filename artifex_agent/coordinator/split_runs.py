@@ -1,0 +1,144 @@
+"""Split and decode-on-post jobs at the coordinator: one job on two agents through split/client.run_split.
+
+Such a job never shares a batch: it holds both agents for its whole duration (the expert
+hand-off or the per-step CFG exchange keeps both busy), its progress maps to the job's
+events like any run's, and its result or failure is recorded by the scheduler's own
+_finish/_failed. An agent lost mid-job is handled as the split client already does (the
+whole job runs again on the survivor); anything it cannot save is retried like any job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from artifex_agent.coordinator import routing
+from artifex_agent.coordinator.agents import AgentHandle, AgentPool
+from artifex_agent.coordinator.batching import QueueEntry
+from artifex_agent.jobspec import JobSpec
+from artifex_agent.jobspec_pb import generate_request, post_spec
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+
+if TYPE_CHECKING:
+    from artifex_agent.split.client import Mode
+
+logger = logging.getLogger(__name__)
+
+
+class Host(Protocol):
+    """What these runs use of the scheduler (coordinator/scheduler.py, which imports this module)."""
+
+    pool: AgentPool
+    entries: dict[str, QueueEntry]
+
+    async def begin_one(self, entry: QueueEntry, gen: AgentHandle, post: AgentHandle, where: str) -> Any: ...
+    def launch(self, run: Any, work: Callable[[Any], Awaitable[list[Any]]], name: str,
+               after: Callable[[], None] | None = None) -> None: ...
+    def publish_info(self, run: Any, message: str) -> None: ...
+    def progress(self, run: Any, index: int | None, source: str, p: pb.Progress) -> None: ...
+
+
+def is_split(spec: JobSpec) -> bool:
+    """Whether the job runs through the split client (split across two agents, or latents decoded by the post agent)."""
+    return spec.split != "none" or spec.decode_on == "post"
+
+
+def resolve_mode(spec: JobSpec, agents: Iterable[AgentHandle], queue_depth: int) -> Mode:
+    """experts/cfg as asked; auto by split/policy.py from what the coordinator knows now."""
+    if spec.split != "auto":
+        return spec.split  # type: ignore[return-value]
+    from artifex_agent.split.policy import choose_split  # split/ imports torch: only when a split job comes
+
+    generators = [a for a in agents if a.can_generate(spec)]
+    two_experts = any(m.name == spec.model and m.two_experts for a in generators if a.info for m in a.info.models)
+    return choose_split(two_experts=two_experts, guidance=spec.guidance, queue_depth=queue_depth,
+                        generators=len(generators), image_to_video=spec.i2v).mode
+
+
+def choose_agents(agents: list[AgentHandle], spec: JobSpec, mode: Mode,
+                  previous_post: str = "") -> tuple[AgentHandle, AgentHandle, AgentHandle] | None:
+    """(generate_on, other, post_on) for the job, all idle and able; None while they are not.
+
+    experts/cfg need two different generating agents, the second also post-processing when it
+    can (as in direct mode); a decode-on-post job alone needs one generator and a post agent.
+    """
+    free = [a for a in routing.idle_generators(agents) if a.idle and a.can_generate(spec)]
+    if not free:
+        return None
+    first = free[0]
+    if spec.decode_on == "post":
+        # The post agent decodes the latents with the model's own VAE: it must hold the model.
+        agents = [a for a in agents if a.has_model(spec.model)]
+    if mode == "none":
+        post = routing.choose_post(agents, spec, first, previous_post)
+        return None if post is None or (post is not first and not post.idle) else (first, first, post)
+    if len(free) < 2:
+        return None
+    other = free[1]
+    post = other if other.can_post(spec) else routing.choose_post(agents, spec, other, previous_post)
+    if post is None or (post is not first and post is not other and not post.idle):
+        return None
+    return first, other, post
+
+
+async def start(sched: Host, entry: QueueEntry) -> bool:
+    """Start the split job when its agents are free; False: it runs as an ordinary job (auto chose whole)."""
+    spec = entry.job.spec
+    mode = resolve_mode(spec, sched.pool, len(sched.entries))
+    if mode != "none" and sum(a.can_generate(spec) for a in sched.pool) < 2:
+        # One agent left able to generate: the job runs whole rather than wait (as the split client's failover).
+        mode = "none"
+    if mode == "none" and spec.decode_on != "post":
+        return False
+    chosen = choose_agents(list(sched.pool), spec, mode, entry.job.post_agent)
+    if chosen is None:
+        return True  # waits for its agents
+    gen, other, post = chosen
+    run = await sched.begin_one(entry, gen, post, describe(mode, gen, other, post, spec))
+    if run is None:
+        return True  # cancelled while it was being recorded
+    # Both agents count as generating for the whole run (the scheduler's own release at "stream" is skipped).
+    held = (gen, other, post)
+    busy(held, +1)
+    run.gen_released = True
+    sched.launch(run, lambda r: work(sched, r, other, mode), f"split-{entry.job.id}", after=lambda: busy(held, -1))
+    return True
+
+
+def busy(agents: Iterable[AgentHandle], delta: int) -> None:
+    """Mark each agent of a split run generating (+1) or free again (-1): none takes other work meanwhile."""
+    for agent in {a.name: a for a in agents}.values():
+        agent.generating += delta
+
+
+async def work(sched: Host, run: Any, other: AgentHandle, mode: Mode) -> list[Any]:
+    """The split run: run_split on its agents, the post agent's result as the job's."""
+    from artifex_agent.split.client import run_split
+
+    job = run.entries[0].job
+    output = pb.PAYLOAD_KIND_LATENT if job.spec.decode_on == "post" else pb.PAYLOAD_KIND_RGB24
+    request = generate_request(job.spec, job_id=job.id, output=output)
+    spec = post_spec(job.spec, job.spec.output or f"jobs/{job.id}", job_id=job.id)
+
+    def on_progress(agent: str, p: pb.Progress) -> None:
+        if p.current_stage in (pb.STAGE_SPLIT, pb.STAGE_FAILOVER):
+            sched.publish_info(run, p.message)
+        source = "post" if p.current_stage in (pb.STAGE_RECEIVE, pb.STAGE_POST) else "generate"
+        sched.progress(run, None, source, p)
+
+    result = await run_split({a.name: a.stub for a in sched.pool}, request, mode, generate_on=run.gen.name,
+                             other=other.name, post_on=run.post.name, spec=spec, on_progress=on_progress)
+    return [result.post]
+
+
+def describe(mode: Mode, gen: AgentHandle, other: AgentHandle, post: AgentHandle, spec: JobSpec) -> str:
+    """The attempt's event message."""
+    if mode == "none":
+        where = f"generating on {gen.name}"
+    else:
+        where = f"split {mode!r} on {gen.name} + {other.name}"
+    where += f", post-processing on {post.name}"
+    if spec.decode_on == "post":
+        where += " (latents decoded there)"
+    return where
