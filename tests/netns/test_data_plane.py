@@ -27,9 +27,10 @@ W, H, FRAMES = 256, 256, 17
 PAYLOAD = W * H * 3 * FRAMES  # 3.3 MB of RGB frames per job
 # Progress events, health checks and results: a few kB a job. Far below a frame payload.
 CONTROL_LIMIT = PAYLOAD // 20
-# Keepalive (10 s + 5 s timeout, transport/options.py) notices a peer that stopped answering;
-# the rest is slack for two shared cores.
-BLACKHOLE_DEADLINE_S = 45.0
+# Keepalive (10 s + 5 s timeout, transport/options.py) notices a peer that stopped answering,
+# usually within seconds here; once in a full run its ping queued behind blocked frame data and
+# gRPC reported "ping timeout" only after 60 s. What this test holds is "bounded, not a hang".
+BLACKHOLE_DEADLINE_S = 90.0
 
 
 @pytest.fixture
