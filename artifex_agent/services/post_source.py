@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import numpy as np
 
 from artifex_agent.config import AgentConfig, WatcherConfig
 from artifex_agent.engines.paths import confined_path
 from artifex_agent.errors import NotFoundError, RequestError
-from artifex_agent.transport import frames as tf
 
 
 def _plan(path: Path, root: Path) -> object:
@@ -41,31 +37,15 @@ def _plan(path: Path, root: Path) -> object:
 async def source_messages(cfg: AgentConfig, source_path: str, fps: float) -> AsyncIterator[bytes]:
     """Header, frame chunks and trailer for the frames at `source_path` under the inputs root."""
     from artifex_agent.watcher.files import Refused
-    from artifex_agent.watcher.frames import FramePlan
+    from artifex_agent.watcher.frames import FramePlan, plan_messages
 
     path = confined_path(cfg.inputs_root, source_path)
     if not path.exists():
         raise NotFoundError(f"post input {source_path!r} is not in the inputs folder")
-    loop = asyncio.get_running_loop()
     plan = await asyncio.to_thread(_plan, path, cfg.inputs_root.resolve())
     assert isinstance(plan, FramePlan)
-    sender = tf.FrameSender(tf.rgb_header(plan.width, plan.height, plan.count, fps or plan.fps))
-    # One thread owns the decoder (PyAV and Pillow objects stay on it); frames are pulled one at a time.
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="post-source")
-    source = plan.frames()
     try:
-        yield sender.header_message()
-        while (frame := await loop.run_in_executor(reader, next, source, None)) is not None:
-            if frame.shape != (plan.height, plan.width, 3):
-                raise RequestError(f"post input: frame {sender.frames} is {frame.shape[1]}x{frame.shape[0]}, "
-                                   f"not {plan.width}x{plan.height}")
-            for message in sender.frame_messages(np.ascontiguousarray(frame)):
-                yield message
-        if sender.frames != plan.count:
-            raise RequestError(f"post input decoded to {sender.frames} frames, not the {plan.count} counted")
-        yield sender.trailer_message()
+        async for message in plan_messages(plan, fps=fps):
+            yield message
     except Refused as exc:
         raise RequestError(f"post input: {exc}") from None
-    finally:
-        await loop.run_in_executor(reader, source.close)
-        reader.shutdown(wait=False)

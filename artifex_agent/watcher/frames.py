@@ -8,11 +8,12 @@ result under its own output_root (the only place an agent writes; see docs/watch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import tomllib
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -262,6 +263,33 @@ def post_spec(plan: FramePlan, stem: str, cfg: WatcherConfig, job_id: str) -> pb
                        encoder_choice=ENCODER_CHOICE.to_pb(o.encoder), encode=True, job_id=job_id)
 
 
+async def plan_messages(plan: FramePlan, *, fps: float = 0.0, chunk_bytes: int = 0) -> AsyncGenerator[bytes, None]:
+    """Header, frame chunks and trailer for `plan`, decoded one frame at a time.
+
+    A frame of another size, or a count that differs from the plan's, raises Refused before
+    the trailer: a receiver never takes what it got for the whole clip.
+    """
+    loop = asyncio.get_running_loop()
+    # One thread owns the decoder (PyAV and Pillow objects stay on it); frames are pulled one at a time.
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
+    source = plan.frames()
+    sender = tf.FrameSender(tf.rgb_header(plan.width, plan.height, plan.count, fps or plan.fps), chunk_bytes)
+    try:
+        yield sender.header_message()
+        while (frame := await loop.run_in_executor(reader, next, source, None)) is not None:
+            if frame.shape != (plan.height, plan.width, 3):
+                raise Refused(f"frame {sender.frames} is {frame.shape[1]}x{frame.shape[0]}, "
+                              f"not {plan.width}x{plan.height}")
+            for message in sender.frame_messages(np.ascontiguousarray(frame)):
+                yield message
+        if sender.frames != plan.count:
+            raise Refused(f"{plan.label} decoded to {sender.frames} frames, not the {plan.count} counted")
+        yield sender.trailer_message()
+    finally:
+        await loop.run_in_executor(reader, source.close)
+        reader.shutdown(wait=False)
+
+
 async def stream_plan(stub: Any, plan: FramePlan, spec: pb.PostSpec, *, chunk_bytes: int = 0,
                       timeout: float | None = None) -> pb.PostResult:
     """Send `plan`'s frames to a PostProcess stream; returns the agent's result.
@@ -269,29 +297,16 @@ async def stream_plan(stub: Any, plan: FramePlan, spec: pb.PostSpec, *, chunk_by
     A frame that fails to decode ends the stream without its trailer, so the agent discards
     what it got; the decode error is raised here, not the agent's "truncated".
     """
-    loop = asyncio.get_running_loop()
-    # One thread owns the decoder (PyAV and Pillow objects stay on it); frames are pulled one at a time.
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
-    source = plan.frames()
-    sender = tf.FrameSender(tf.rgb_header(plan.width, plan.height, plan.count, plan.fps), chunk_bytes)
+    messages = plan_messages(plan, chunk_bytes=chunk_bytes)
     failure: list[BaseException] = []
 
     async def requests() -> Any:
         yield wire.encode_spec(spec)
-        yield sender.header_message()
         try:
-            while (frame := await loop.run_in_executor(reader, next, source, None)) is not None:
-                if frame.shape != (plan.height, plan.width, 3):
-                    raise Refused(f"frame {sender.frames} is {frame.shape[1]}x{frame.shape[0]}, "
-                                  f"not {plan.width}x{plan.height}")
-                for message in sender.frame_messages(np.ascontiguousarray(frame)):
-                    yield message
-            if sender.frames != plan.count:
-                raise Refused(f"{plan.label} decoded to {sender.frames} frames, not the {plan.count} counted")
+            async for message in messages:
+                yield message
         except Exception as exc:  # noqa: BLE001 - reported below, after the agent has given up
             failure.append(exc)
-            return
-        yield sender.trailer_message()
 
     result: pb.PostResult | None = None
     try:
@@ -307,8 +322,8 @@ async def stream_plan(stub: Any, plan: FramePlan, spec: pb.PostSpec, *, chunk_by
         if failure:
             raise failure[0]
     finally:
-        await loop.run_in_executor(reader, source.close)
-        reader.shutdown(wait=False)
+        with contextlib.suppress(RuntimeError):  # still being read by gRPC: it is closed when collected
+            await messages.aclose()
     if result is None:
         raise Refused("the agent ended the stream without a result")
     return result
