@@ -40,7 +40,8 @@ class Issued:
     ips: list[str]
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` readable by its owner only (mode 0600), also on first creation."""
     # Keys are created 0600 from the start, not chmod-ed after being readable for a moment.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -86,7 +87,7 @@ def load_or_create_ca(out: Path) -> tuple[x509.Certificate, ec.EllipticCurvePriv
         .sign(key, hashes.SHA256())
     )
     out.mkdir(parents=True, exist_ok=True)
-    _write_private(key_path, _key_pem(key))
+    write_private(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     logger.info("created CA %s", cert_path)
     return cert, key, True
@@ -121,7 +122,7 @@ def issue(out: Path, name: str, ips: list[str], ca_cert: x509.Certificate, ca_ke
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(key_path, _key_pem(key))
+    write_private(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Issued(name, cert_path, key_path, [str(a) for a in addresses])
 

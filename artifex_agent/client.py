@@ -34,6 +34,7 @@ from artifex_agent.jobspec import JobSpec, check_idempotency_key
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
 from artifex_agent.proto.artifex.v1 import jobs_pb2_grpc
 from artifex_agent.transport import options
+from artifex_agent.transport.diagnose import explain
 from artifex_agent.transport.security import call_metadata, channel_credentials
 
 __all__ = ["AsyncJobsClient", "CoordinatorError", "CoordinatorUnavailable", "Job", "JobEvent", "JobsClient"]
@@ -54,10 +55,14 @@ class CoordinatorUnavailable(CoordinatorError):
     """The coordinator cannot be reached."""
 
 
-def _error(exc: grpc.RpcError, address: str) -> ArtifexError:
+def _error(exc: grpc.RpcError, address: str, security: SecurityConfig | None = None) -> ArtifexError:
     """The domain error for a failed call (INVALID_ARGUMENT -> RequestError, NOT_FOUND -> NotFoundError...)."""
     code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
     details: str = exc.details() or code.name  # type: ignore[attr-defined]
+    # A TLS or token mistake is not an outage: named, and not waited out as a restart would be.
+    named = explain(exc, address, security, "the coordinator")
+    if named:
+        return CoordinatorError(named, code)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return RequestError(details)
     if code == grpc.StatusCode.NOT_FOUND:
@@ -113,6 +118,7 @@ class JobsClient:
         self.address = address
         self.timeout = timeout
         self._metadata = call_metadata(token)
+        self._security = security
         opts, creds = _options(security)
         self._channel = grpc.secure_channel(address, creds, options=opts) if creds else \
             grpc.insecure_channel(address, options=opts)
@@ -137,7 +143,7 @@ class JobsClient:
         try:
             return method(request, metadata=self._metadata, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address) from None
+            raise _error(exc, self.address, self._security) from None
 
     def submit(self, spec: JobSpec | dict[str, Any], idempotency_key: str = "") -> str:
         """Queue a job; the same non-empty key always gives the same job id (never a second job)."""
@@ -170,7 +176,7 @@ class JobsClient:
             for msg in call:
                 yield event_from_pb(msg)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address) from None
+            raise _error(exc, self.address, self._security) from None
         finally:
             call.cancel()
 
@@ -203,6 +209,7 @@ class AsyncJobsClient:
         self.address = address
         self.timeout = timeout
         self._metadata = call_metadata(token)
+        self._security = security
         opts, creds = _options(security)
         self._channel = grpc.aio.secure_channel(address, creds, options=opts) if creds else \
             grpc.aio.insecure_channel(address, options=opts)
@@ -227,7 +234,7 @@ class AsyncJobsClient:
         try:
             return await method(request, metadata=self._metadata, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc, self.address) from None
+            raise _error(exc, self.address, self._security) from None
 
     async def submit(self, spec: JobSpec | dict[str, Any], idempotency_key: str = "") -> str:
         return str((await self._call(self._stub.Submit, _submit_request(spec, idempotency_key))).job_id)
@@ -258,7 +265,7 @@ class AsyncJobsClient:
             async for msg in call:
                 yield event_from_pb(msg)
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc, self.address) from None
+            raise _error(exc, self.address, self._security) from None
         finally:
             call.cancel()
 

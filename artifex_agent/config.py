@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -21,6 +22,12 @@ STAGES: tuple[Stage, ...] = ("generate", "post")
 
 DEFAULT_AGENT_PORT = 50051
 DEFAULT_COORDINATOR_PORT = 50050
+# IPv4's minimum MTU, and the largest jumbo frame common 10GbE NICs (Intel X550: 9216) accept.
+MTU_RANGE = (576, 9216)
+# Where `config init` puts the token and where error messages say to create it.
+TOKEN_HINT = ("create it, the same random text on every PC, mode 0600: (umask 077; python -c \"import secrets; "
+              "print(secrets.token_urlsafe(32))\" > {path}); `artifex-agent config init` writes a cluster file "
+              "with a new token")
 
 
 def default_home() -> Path:
@@ -139,7 +146,7 @@ class SecurityConfig:
         """
         tls = {key: _read_secret(getattr(self, key), key) for key in ("tls_key", "tls_cert", "tls_ca")} \
             if self.tls else {}
-        self._secrets = Secrets(self._read_token(), **tls)
+        self._secrets = Secrets(self.read_token(), **tls)
         return self._secrets
 
     @property
@@ -147,19 +154,44 @@ class SecurityConfig:
         """What the last resolve() read; resolved now when nothing has been (a config built in code)."""
         return self._secrets if self._secrets is not None else self.resolve()
 
-    def _read_token(self) -> str:
+    def read_token(self) -> str:
+        """The token now: ARTIFEX_TOKEN, then token, then token_file's contents ("" for none)."""
         env = os.environ.get("ARTIFEX_TOKEN", "")
         if env:
             return env
         if self.token:
             return self.token
         if self.token_file:
-            return _read_secret(self.token_file, "token_file").decode().strip()
+            try:
+                return _read_secret(self.token_file, "token_file").decode().strip()
+            except ConfigError as exc:
+                if not Path(self.token_file).expanduser().exists():
+                    raise ConfigError(f"{exc}; {TOKEN_HINT.format(path=self.token_file)}") from None
+                raise
         return ""
 
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
+
+    def file_problems(self) -> list[str]:
+        """Every token or TLS setting that cannot work, each on its own (`config check`)."""
+        found = []
+        try:
+            self.read_token()
+        except ConfigError as exc:
+            found.append(str(exc))
+        for key in ("tls_cert", "tls_key", "tls_ca"):
+            if getattr(self, key):
+                try:
+                    _read_secret(getattr(self, key), key)
+                except ConfigError as exc:
+                    found.append(f"{exc} (`artifex-agent certs` writes a CA and each PC's pair)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            found.append("[security] tls_cert and tls_key go together: set both, or neither (TLS is off meanwhile)")
+        elif self.tls_ca and not self.tls:
+            found.append("[security] tls_ca is set without tls_cert and tls_key: TLS is off; set this PC's pair too")
+        return found
 
 
 def _read_secret(path: str, what: str) -> bytes:
@@ -193,7 +225,8 @@ class CoordinatorConfig:
     address: str = ""
     database: Path = field(default_factory=lambda: default_home() / "coordinator.db")
     batch_size: int = 4
-    batch_timeout_s: float = 30.0
+    # 0: an idle agent starts a job at once; jobs that queue while agents are busy still share a batch.
+    batch_timeout_s: float = 0.0
     max_attempts: int = 4
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
@@ -254,6 +287,31 @@ class SharesConfig:
 
 
 @dataclass
+class WebConfig:
+    """The coordinator's web page (artifex_agent/web, docs/web.md)."""
+
+    # "" : no page. Beyond loopback it needs [web] password(_file) or the cluster token, like the agents.
+    listen: str = "127.0.0.1:8265"
+    # The login password; "" : the cluster token ([security]).
+    password: str = ""
+    password_file: str = ""
+    # How long a login lasts.
+    session_hours: float = 12.0
+    # The largest i2v image the submit form accepts.
+    upload_mib: int = 16
+    # Folders besides the agents' output_root whose files the page may serve (a share's mount point here).
+    output_roots: list[str] = field(default_factory=list)
+
+    def read_password(self, token: str) -> str:
+        """The login secret now: password, then password_file's first line, then the cluster `token`."""
+        if self.password:
+            return self.password
+        if self.password_file:
+            return _read_secret(self.password_file, "[web] password_file").decode().strip()
+        return token
+
+
+@dataclass
 class ClusterConfig:
     """Everything the cluster file says."""
 
@@ -263,9 +321,13 @@ class ClusterConfig:
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     shares: SharesConfig = field(default_factory=SharesConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     # Generation presets: the built-in ones (artifex_agent/presets.toml) under the file's [presets.NAME].
     presets: dict[str, Preset] = field(default_factory=presets_builtin)
     source: Path | None = None
+    # The top-level tables the file itself names: `up` and `health` expect a coordinator and a
+    # watcher only where the file configures them (every section has defaults).
+    sections: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> ClusterConfig:
@@ -273,13 +335,7 @@ class ClusterConfig:
         path = path or os.environ.get("ARTIFEX_CONFIG") or None
         if path is None:
             return cls()
-        p = Path(path).expanduser()
-        try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        p, raw = _read_toml(path)
         cfg = cls.from_dict(raw, base=p.parent)
         cfg.source = p
         with contextlib.suppress(ConfigError):  # raised again where it is needed: `config check` lists it
@@ -287,52 +343,98 @@ class ClusterConfig:
         return cfg
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base: Path | None = None) -> ClusterConfig:
-        """Build from a parsed TOML table; unknown keys are errors, not silently ignored."""
+    def load_checked(cls, path: str | os.PathLike[str] | None = None) -> tuple[ClusterConfig | None, list[str]]:
+        """Like load, but every problem of the file listed instead of the first one raised (`config check`).
+
+        The config comes back (with defaults where a value was refused) unless the file cannot be read.
+        """
+        path = path or os.environ.get("ARTIFEX_CONFIG") or None
+        if path is None:
+            return cls(), []
+        try:
+            p, raw = _read_toml(path)
+        except ConfigError as exc:
+            return None, [str(exc)]
+        found: list[str] = []
+        cfg = cls.from_dict(raw, base=p.parent, problems=found)
+        cfg.source = p
+        with contextlib.suppress(ConfigError):
+            cfg.security.resolve()
+        return cfg, found
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path | None = None,
+                  problems: list[str] | None = None) -> ClusterConfig:
+        """Build from a parsed TOML table; unknown keys are errors, not silently ignored.
+
+        With `problems` given, each problem is appended there and the build goes on with the
+        default in place of what was refused; without it the first one raises ConfigError.
+        """
         raw = dict(raw)
+        named = frozenset(raw)
         agents_raw = raw.pop("agents", None)
-        cfg = cls(
-            security=_build(SecurityConfig, raw.pop("security", {}), "security", base),
-            network=_build(NetworkConfig, raw.pop("network", {}), "network", base),
-            coordinator=_build(CoordinatorConfig, raw.pop("coordinator", {}), "coordinator", base),
-            watcher=_build(WatcherConfig, raw.pop("watcher", {}), "watcher", base),
-            shares=_build(SharesConfig, raw.pop("shares", {}), "shares", base),
-            presets=load_presets(raw.pop("presets", {}), presets_builtin()),
-        )
-        if raw:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(raw))}")
+        sections = {name: _build(kind, raw.pop(name, {}), name, base, problems)
+                    for name, kind in _SECTIONS.items()}
+        try:
+            presets = load_presets(raw.pop("presets", {}), presets_builtin())
+        except ConfigError as exc:
+            _refuse(problems, str(exc))
+            presets = presets_builtin()
+        cfg = cls(**sections, presets=presets, sections=named)
+        known = [*_SECTIONS, "agents", "presets"]
+        for unknown in sorted(raw):
+            _refuse(problems, f"unknown config section [{unknown}]{_did_you_mean(unknown, known, '[{}]')}")
         if agents_raw is not None:
             if not isinstance(agents_raw, dict) or not agents_raw:
-                raise ConfigError("[agents.NAME] tables expected, e.g. [agents.pc1]")
-            cfg.agents = [
-                _build(AgentConfig, {"name": name, **table}, f"agents.{name}", base)
-                for name, table in agents_raw.items()
-            ]
-        cfg.validate()
+                _refuse(problems, "[agents.NAME] tables expected, e.g. [agents.pc1]")
+            else:
+                cfg.agents = [
+                    _build(AgentConfig, {"name": name, **table} if isinstance(table, dict) else table,
+                           f"agents.{name}", base, problems)
+                    for name, table in agents_raw.items()
+                ]
+        if problems is None:
+            cfg.validate()
+        else:
+            problems += cfg.problems()
         return cfg
 
     def validate(self) -> None:
-        """Refuse settings that cannot work, with the reason."""
+        """Refuse settings that cannot work, with the reasons (all of them, one per clause)."""
+        found = self.problems()
+        if found:
+            raise ConfigError("; ".join(found))
+
+    def problems(self) -> list[str]:
+        """Every setting that cannot work, each with its reason."""
+        found: list[str] = []
         names = [a.name for a in self.agents]
         if len(set(names)) != len(names):
-            raise ConfigError("agent names must be unique")
+            found.append("agent names must be unique")
         for a in self.agents:
             for stage in (*a.roles, *a.prefer):
                 if stage not in STAGES:
-                    raise ConfigError(f"agents.{a.name}: unknown stage {stage!r} (use {', '.join(STAGES)})")
+                    found.append(f"agents.{a.name}: unknown stage {stage!r} (use {', '.join(STAGES)})")
             if not 0.0 <= a.gpu_memory_fraction <= 1.0:
-                raise ConfigError(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
+                found.append(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
             if not isinstance(a.lora_budget_mib, int) or isinstance(a.lora_budget_mib, bool) or a.lora_budget_mib < 0:
-                raise ConfigError(f"agents.{a.name}: lora_budget_mib must be a whole number of MiB (0: the default)")
-            _validate_stream_limits(a)
-            _validate_placement(a)
-            split_hostport(a.listen)
+                found.append(f"agents.{a.name}: lora_budget_mib must be a whole number of MiB (0: the default)")
+            found += _stream_limit_problems(a)
+            found += _placement_problems(a)
+            found += _address_problems(f"agents.{a.name}", a.listen, a.address)
             if a.platform not in ("linux", "windows"):
-                raise ConfigError(f"agents.{a.name}: platform must be linux or windows, not {a.platform!r}")
+                found.append(f"agents.{a.name}: platform must be linux or windows, not {a.platform!r}")
+        found += _address_problems("coordinator", self.coordinator.listen, self.coordinator.address)
+        if self.web.listen:
+            found += _address_problems("web", self.web.listen, "")
+        if self.web.session_hours <= 0 or self.web.upload_mib < 1:
+            found.append("web: session_hours must be above 0 and upload_mib at least 1")
+        found += network_problems(self.network)
         if self.shares.protocol not in ("nfs", "smb"):
-            raise ConfigError(f"shares.protocol must be nfs or smb, not {self.shares.protocol!r}")
+            found.append(f"shares.protocol must be nfs or smb, not {self.shares.protocol!r}")
         if self.coordinator.batch_size < 1:
-            raise ConfigError("coordinator.batch_size must be at least 1")
+            found.append("coordinator.batch_size must be at least 1")
+        return found
 
     def agent(self, name: str | None = None) -> AgentConfig:
         """The agent called `name` ($ARTIFEX_AGENT); the only one when there is one."""
@@ -347,7 +449,63 @@ class ClusterConfig:
         raise ConfigError(f"no agent named {name!r} in the config ({', '.join(a.name for a in self.agents)})")
 
 
-def _validate_placement(a: AgentConfig) -> None:
+_SECTIONS: dict[str, type] = {"security": SecurityConfig, "network": NetworkConfig,
+                              "coordinator": CoordinatorConfig, "watcher": WatcherConfig, "shares": SharesConfig,
+              "web": WebConfig}
+
+
+def _read_toml(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    p = Path(path).expanduser()
+    try:
+        return p, tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist (`artifex-agent config init --local` writes one "
+                          "that works on this machine)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+
+def _refuse(problems: list[str] | None, message: str) -> None:
+    if problems is None:
+        raise ConfigError(message)
+    problems.append(message)
+
+
+def _did_you_mean(word: str, known: list[str], shape: str = "{}") -> str:
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {shape.format(close[0])}?)" if close else ""
+
+
+def network_problems(net: NetworkConfig) -> list[str]:
+    """[network] values outside what a NIC, netplan or Windows accept (render must never write them)."""
+    low, high = MTU_RANGE
+    found = []
+    if not isinstance(net.mtu, int) or isinstance(net.mtu, bool) or not low <= net.mtu <= high:
+        found.append(f"[network] mtu {net.mtu!r} is outside {low}–{high} (9000 for jumbo frames on the 10GbE "
+                     "link, 1500 without them)")
+    if net.rtt_target_ms <= 0 or net.bandwidth_target_gbit <= 0:
+        found.append("[network] rtt_target_ms and bandwidth_target_gbit must be above 0")
+    if net.ring_buffers < 1 or net.queues < 1:
+        found.append("[network] ring_buffers and queues must be at least 1")
+    return found
+
+
+def _address_problems(where: str, listen: str, address: str) -> list[str]:
+    found = []
+    for key, value in (("listen", listen), ("address", address)):
+        if key == "address" and not value:
+            continue
+        try:
+            _, port = split_hostport(value)
+        except ConfigError as exc:
+            found.append(f"{where}: {key}: {exc}")
+            continue
+        if port > 65535:
+            found.append(f"{where}: {key} {value!r}: port {port} is outside 0–65535")
+    return found
+
+
+def _placement_problems(a: AgentConfig) -> list[str]:
     """The memory settings of one agent, checked when the file is read, not when a job needs them."""
     from artifex_agent.engines.choices import (
         ATTENTION_CHOICES,
@@ -357,28 +515,35 @@ def _validate_placement(a: AgentConfig) -> None:
     )
 
     where = f"agents.{a.name}"
-    check_choice("offload", a.offload, OFFLOAD_CHOICES, where)
-    check_choice("weight_storage", a.weight_storage, STORAGE_CHOICES, where)
-    check_choice("attention", a.attention, ATTENTION_CHOICES, where)
+    found = []
+    for key, choices in (("offload", OFFLOAD_CHOICES), ("weight_storage", STORAGE_CHOICES),
+                         ("attention", ATTENTION_CHOICES)):
+        try:
+            check_choice(key, getattr(a, key), choices, where)
+        except ConfigError as exc:
+            found.append(str(exc))
     if a.vae_tiling not in (True, False, "auto"):
-        raise ConfigError(f'{where}: vae_tiling must be true, false or "auto", not {a.vae_tiling!r}')
+        found.append(f'{where}: vae_tiling must be true, false or "auto", not {a.vae_tiling!r}')
     if a.cpu_offload and a.offload not in ("auto", "model"):
-        raise ConfigError(f"{where}: cpu_offload = true contradicts offload = {a.offload!r}; keep only offload")
+        found.append(f"{where}: cpu_offload = true contradicts offload = {a.offload!r}; keep only offload")
     if a.vram_budget_gib < 0:
-        raise ConfigError(f"{where}: vram_budget_gib must be 0 (the GPU's own) or more")
+        found.append(f"{where}: vram_budget_gib must be 0 (the GPU's own) or more")
+    return found
 
 
-def _validate_stream_limits(a: AgentConfig) -> None:
+def _stream_limit_problems(a: AgentConfig) -> list[str]:
     where = f"agents.{a.name}"
+    found = []
     if not isinstance(a.max_streams, int) or a.max_streams < 1:
-        raise ConfigError(f"{where}: max_streams must be a whole number of at least 1")
+        found.append(f"{where}: max_streams must be a whole number of at least 1")
     if not isinstance(a.stream_memory_mib, int) or a.stream_memory_mib < 16:
-        raise ConfigError(f"{where}: stream_memory_mib must be a whole number of at least 16 (MiB)")
+        found.append(f"{where}: stream_memory_mib must be a whole number of at least 16 (MiB)")
     if not 0 < a.stream_idle_s <= a.stream_deadline_s:
-        raise ConfigError(f"{where}: stream_idle_s must be above 0 and at most stream_deadline_s "
-                          f"({a.stream_deadline_s:g})")
+        found.append(f"{where}: stream_idle_s must be above 0 and at most stream_deadline_s "
+                     f"({a.stream_deadline_s:g})")
     if a.hold_mib < 0 or a.hold_s < 0:
-        raise ConfigError(f"{where}: hold_mib and hold_s must be 0 (hold nothing) or more")
+        found.append(f"{where}: hold_mib and hold_s must be 0 (hold nothing) or more")
+    return found
 
 
 def split_hostport(address: str) -> tuple[str, int]:
@@ -394,26 +559,32 @@ def is_loopback(address: str) -> bool:
     return is_loopback_host(split_hostport(address)[0])
 
 
-def _build(kind: type, table: dict[str, Any], where: str, base: Path | None) -> Any:
+def _build(kind: type, table: Any, where: str, base: Path | None, problems: list[str] | None = None) -> Any:
     if not isinstance(table, dict):
-        raise ConfigError(f"[{where}] must be a table")
+        _refuse(problems, f"[{where}] must be a table")
+        return kind(**({"name": where.removeprefix("agents.")} if kind is AgentConfig else {}))
     fields = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ConfigError(f"[{where}] unknown key(s): {', '.join(unknown)}")
+    for key in sorted(set(table) - set(fields)):
+        _refuse(problems, f"[{where}] unknown key {key!r}{_did_you_mean(key, list(fields))}")
     values: dict[str, Any] = {}
     for key, value in table.items():
+        if key not in fields:
+            continue
         default = getattr(kind(), key)
+        wrong = ""
         if isinstance(default, Path):
             value = Path(str(value)).expanduser()
             if base is not None and not value.is_absolute():
                 value = base / value
         elif isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ConfigError(f"[{where}] {key} must be true or false")
-        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-            raise ConfigError(f"[{where}] {key} must be a number")
+                wrong = "true or false"
+        elif isinstance(default, (int, float)) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            wrong = "a number"
         elif isinstance(default, list) and not isinstance(value, list):
-            raise ConfigError(f"[{where}] {key} must be a list")
+            wrong = "a list"
+        if wrong:
+            _refuse(problems, f"[{where}] {key} must be {wrong}, not {value!r}")
+            continue
         values[key] = value
     return kind(**values)

@@ -6,15 +6,22 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """Process exit codes, so a service manager can tell a crash from a bad config."""
+    """Process exit codes, so a service manager can tell a crash from a bad config.
 
+    The README's "Exit codes" table lists each with when it happens; tests/cli/test_exit_codes.py makes each.
+    """
+
+    # Did what was asked (a cancel that cancelled included); also when a pipe's reader has gone.
     OK = 0
+    # The job failed or was cancelled, no such job, a peer refused or is unreachable.
     FAILURE = 1
+    # argparse refused the command line, or an ARTIFEX_<FLAG> value that flag cannot take.
     USAGE = 2
     # Could not start: bad config, port in use, refused insecure bind (do not restart).
     STARTUP_FAILURE = 3
     # A health check failed.
     UNHEALTHY = 4
+    # Ctrl+C (128 + SIGINT, as a shell reports it).
     INTERRUPTED = 130
 
 

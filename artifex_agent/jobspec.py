@@ -5,18 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from artifex_agent.engines.models import WAN_SIZE_RULES, SizeRules
 from artifex_agent.errors import RequestError
 from artifex_agent.lora_ref import LoraRef, check_loras, check_scheduler
 from artifex_agent.vocabulary import (
-    CODEC_NAMES,
     DECODE_ON,
     ENCODERS,
     MAX_NAME_BYTES,
@@ -50,6 +52,51 @@ _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", list: "a l
 # Fields a generation preset may set (artifex_agent/presets.py); a preset sets no others.
 PRESET_FIELDS = ("steps", "guidance", "guidance_2", "loras", "scheduler", "shift", "boundary_ratio")
 MAX_SHIFT = 100.0
+
+
+class JobProblems(RequestError):
+    """Everything wrong with one job, each problem naming its field: one answer lists them all."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            super().__init__(f"{len(self.problems)} problems with this job:\n"
+                             + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class Problems:
+    """Collects a job's problems as the checks find them, so a user fixes them in one go, not one per try."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.items.append(problem)
+
+    def run(self, check: Callable[..., object], *args: Any) -> None:
+        """Run a check that raises RequestError, keeping its problem(s) instead."""
+        try:
+            check(*args)
+        except JobProblems as exc:
+            self.items.extend(exc.problems)
+        except RequestError as exc:
+            self.items.append(str(exc))
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise JobProblems(self.items)
+
+
+class KnownModels(Protocol):
+    """What the cluster's agents say about their models (the coordinator's AgentPool)."""
+
+    def size_rules(self, model: str) -> SizeRules | None:
+        """The model's size rules as an agent read them (None: no agent said)."""
+
+    def job_problems(self, spec: JobSpec) -> list[str]:
+        """Why no agent could run `spec` (unknown model, wrong kind...); empty when one could, or none has said."""
 
 
 @dataclass
@@ -118,123 +165,162 @@ class JobSpec:
         """A copy with `changes` applied, in which every field counts as given (a resolved preset)."""
         return dataclasses.replace(self, **changes, _given=frozenset(_DEFAULTS))
 
-    def validate(self) -> JobSpec:
-        """Cheap checks any client can run; agents check model-specific limits again."""
+    def validate(self, cluster: KnownModels | None = None) -> JobSpec:
+        """Cheap checks any client can run, every problem at once (JobProblems); agents check again.
+
+        With `cluster` (the coordinator's agents) also the model's own size rules, and whether any agent has it.
+        """
         self._check_types()
+        found = Problems()
         if (not self.prompts and not self.post_input) or not all(p.strip() for p in self.prompts):
-            raise RequestError("a job needs at least one non-empty prompt")
-        self._check_sizes()
-        check_seeds(clip_seeds(self.seed, len(self.prompts)))
+            found.add("a job needs at least one non-empty prompt")
+        self._check_sizes(found)
+        found.run(lambda: check_seeds(clip_seeds(self.seed, len(self.prompts))))
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.model or ""):
-            raise RequestError(f"model name {self.model!r} must be a folder name (letters, digits, . _ -)")
+            found.add(f"model name {self.model!r} must be a folder name (letters, digits, . _ -)")
+        in_range = set()
         for name, value, lo, hi in (("width", self.width, 16, 4096), ("height", self.height, 16, 4096),
                                     ("frames", self.frames, 1, 1001), ("steps", self.steps, 1, 200),
                                     ("upscale", self.upscale, 1, 8), ("crf", self.crf, 0, 63)):
-            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise RequestError(f"{name} must be an integer within {lo}..{hi}; got {value!r}")
-        if self.frames % 4 != 1:
-            raise RequestError(f"frames must be 4k+1 (e.g. 81); got {self.frames}")
+            if lo <= value <= hi:
+                in_range.add(name)
+            else:
+                found.add(f"{name} must be an integer within {lo}..{hi}; got {value!r}")
+        if {"width", "height", "frames"} <= in_range:
+            rules = cluster.size_rules(self.model) if cluster is not None and not self.post_input else None
+            for problem in (rules or WAN_SIZE_RULES).problems(self.width, self.height, self.frames, self.model):
+                found.add(problem)
         if not all(math.isfinite(v) for v in (self.guidance, self.guidance_2, self.fps, self.shift,
                                               self.boundary_ratio)):
-            raise RequestError("guidance, guidance_2, fps, shift and boundary_ratio must be finite numbers")
-        if self.guidance < 1.0 or (self.guidance_2 and self.guidance_2 < 1.0):
-            raise RequestError("guidance must be at least 1.0")
-        if not 1.0 <= self.fps <= 240.0:
-            raise RequestError(f"fps must be within 1..240; got {self.fps}")
-        self.codec = canonical_codec(self.codec)
+            found.add("guidance, guidance_2, fps, shift and boundary_ratio must be finite numbers")
+        else:
+            if self.guidance < 1.0 or (self.guidance_2 and self.guidance_2 < 1.0):
+                found.add("guidance must be at least 1.0")
+            if not 1.0 <= self.fps <= 240.0:
+                found.add(f"fps must be within 1..240; got {self.fps}")
+            if self.split == "cfg" and self.guidance <= 1.0:
+                found.add("split 'cfg' needs guidance > 1 (with guidance 1 there is no unconditional pass)")
+            found.run(lambda: check_sampling(self.loras, self.scheduler, self.shift, self.boundary_ratio))
+        try:
+            self.codec = canonical_codec(self.codec)
+        except RequestError as exc:
+            found.add(str(exc))
         choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-            ("codec", self.codec, CODEC_NAMES), ("encoder", self.encoder, ENCODERS), ("split", self.split, SPLITS),
+            ("encoder", self.encoder, ENCODERS), ("split", self.split, SPLITS),
             ("decode_on", self.decode_on, DECODE_ON))
         for name, choice, allowed in choices:
             if choice not in allowed:
-                raise RequestError(f"{name} {choice!r} is not one of {', '.join(allowed)}")
-        check_sampling(self.loras, self.scheduler, self.shift, self.boundary_ratio)
+                found.add(f"{name} {choice!r} is not one of {', '.join(allowed)}")
         if self.image and self.image_data:
-            raise RequestError("give the i2v image as a path (image) or as its bytes (image_data), not both")
+            found.add("give the i2v image as a path (image) or as its bytes (image_data), not both")
         if self.preset and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.preset):
-            raise RequestError(f"preset name {self.preset!r} must be a plain name (letters, digits, . _ -)")
-        if self.split == "cfg" and self.guidance <= 1.0:
-            raise RequestError("split 'cfg' needs guidance > 1 (with guidance 1 there is no unconditional pass)")
+            found.add(f"preset name {self.preset!r} must be a plain name (letters, digits, . _ -)")
         for name, text in (("output", self.output), ("image", self.image), ("upscale_model", self.upscale_model),
                            ("post_input", self.post_input)):
             if text and (".." in Path(text.replace("\\", "/")).parts or Path(text).is_absolute()
                          or re.match(r"^[A-Za-z]:|^[\\/]", text)):
-                raise RequestError(f"{name} {text!r} must be a relative name without '..'")
+                found.add(f"{name} {text!r} must be a relative name without '..'")
+        if cluster is not None:
+            for problem in cluster.job_problems(self):
+                found.add(problem)
+        found.raise_any()
         return self
 
     def _check_types(self) -> None:
         """Wrong types refused with the field named (a TOML `[tags] x = 1` must not reach the wire)."""
+        found = Problems()
         for name, want in _TYPES.items():
             value = getattr(self, name)
             if want is float and type(value) is int:
                 setattr(self, name, float(value))
             elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise RequestError(f"field {name!r} must be {_TYPE_WORDS[want]}; got {type(value).__name__}")
+                found.add(f"field {name!r} must be {_TYPE_WORDS[want]}; got {type(value).__name__}")
         for i, ref in enumerate(self.loras):
             if not isinstance(ref, LoraRef):
-                raise RequestError(f"loras[{i}] must be NAME[:STRENGTH[:high|low|both]] or a table")
-        for i, prompt in enumerate(self.prompts):
+                found.add(f"loras[{i}] must be NAME[:STRENGTH[:high|low|both]] or a table")
+        for i, prompt in enumerate(self.prompts if isinstance(self.prompts, list) else ()):
             if not isinstance(prompt, str):
-                raise RequestError(f"prompts[{i}] must be a string; got {type(prompt).__name__}")
-        for key, value in self.tags.items():
+                found.add(f"prompts[{i}] must be a string; got {type(prompt).__name__}")
+        for key, value in (self.tags.items() if isinstance(self.tags, dict) else ()):
             if not isinstance(key, str):
-                raise RequestError(f"tag names must be strings; got {type(key).__name__}")
-            if not isinstance(value, str):
-                raise RequestError(f"tags[{key!r}] must be a string; got {type(value).__name__} (quote the value)")
+                found.add(f"tag names must be strings; got {type(key).__name__}")
+            elif not isinstance(value, str):
+                found.add(f"tags[{key!r}] must be a string; got {type(value).__name__} (quote the value)")
+        # The checks after this one compare and measure values: they need the right types.
+        found.raise_any()
 
-    def _check_sizes(self) -> None:
+    def _check_sizes(self, found: Problems) -> None:
         """Every string and list bounded (README "Limits"), so no job can outgrow a message."""
         if len(self.prompts) > MAX_PROMPTS:
-            raise RequestError(f"a job takes at most {MAX_PROMPTS} prompts (one clip each); got {len(self.prompts)}")
+            found.add(f"a job takes at most {MAX_PROMPTS} prompts (one clip each); got {len(self.prompts)}")
         for i, prompt in enumerate(self.prompts):
-            _check_text(f"prompts[{i}]", prompt, MAX_PROMPT_CHARS)
-        _check_text("negative", self.negative, MAX_PROMPT_CHARS)
-        _check_text("model", self.model, MAX_NAME_BYTES)
+            found.run(_check_text, f"prompts[{i}]", prompt, MAX_PROMPT_CHARS)
+        found.run(_check_text, "negative", self.negative, MAX_PROMPT_CHARS)
+        found.run(_check_text, "model", self.model, MAX_NAME_BYTES)
         for name in ("preset", "encode_preset", "scheduler"):
-            _check_text(name, getattr(self, name), MAX_NAME_BYTES)
+            found.run(_check_text, name, getattr(self, name), MAX_NAME_BYTES)
         for name in ("output", "image", "upscale_model", "post_input"):
             text = getattr(self, name)
-            _check_text(name, text, MAX_PATH_CHARS)
+            found.run(_check_text, name, text, MAX_PATH_CHARS)
             if any(ord(c) < 32 for c in text):
-                raise RequestError(f"{name} {text[:80]!r} holds control characters")
+                found.add(f"{name} {text[:80]!r} holds control characters")
             for part in re.split(r"[\\/]", text):
-                if len(part.encode()) > MAX_NAME_BYTES:
-                    raise RequestError(f"{name}: the name {part[:40]!r}... is {len(part.encode())} bytes; "
-                                       f"each folder or file name may have at most {MAX_NAME_BYTES}")
+                if len(part.encode(errors="replace")) > MAX_NAME_BYTES:
+                    found.add(f"{name}: the name {part[:40]!r}... is {len(part.encode(errors='replace'))} bytes; "
+                              f"each folder or file name may have at most {MAX_NAME_BYTES}")
         if len(self.image_data) > MAX_IMAGE_BYTES:
-            raise RequestError(f"the i2v image is {len(self.image_data):,} bytes; the limit is {MAX_IMAGE_BYTES:,}")
+            found.add(f"the i2v image is {len(self.image_data):,} bytes; the limit is {MAX_IMAGE_BYTES:,}")
         if len(self.tags) > MAX_TAGS:
-            raise RequestError(f"a job takes at most {MAX_TAGS} tags; got {len(self.tags)}")
+            found.add(f"a job takes at most {MAX_TAGS} tags; got {len(self.tags)}")
         for key, value in self.tags.items():
-            _check_text(f"tag name {key[:40]!r}", key, MAX_TAG_KEY_CHARS)
-            _check_text(f"tags[{key!r}]", value, MAX_TAG_VALUE_CHARS)
+            found.run(_check_text, f"tag name {key[:40]!r}", key, MAX_TAG_KEY_CHARS)
+            found.run(_check_text, f"tags[{key!r}]", value, MAX_TAG_VALUE_CHARS)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> JobSpec:
-        """From a parsed TOML/JSON table; unknown fields and wrong types are errors."""
+    def from_dict(cls, raw: dict[str, Any], cluster: KnownModels | None = None) -> JobSpec:
+        """From a parsed TOML/JSON table; unknown fields, wrong types and bad values: every one in one JobProblems."""
         if not isinstance(raw, dict):
             raise RequestError("a job must be a table of fields")
         raw = dict(raw)
+        found = Problems()
         if "prompt" in raw:
             if "prompts" in raw:
-                raise RequestError("give 'prompt' or 'prompts', not both")
-            raw["prompts"] = [raw.pop("prompt")]
+                found.add("give 'prompt' or 'prompts', not both")
+                raw.pop("prompt")
+            else:
+                raw["prompts"] = [raw.pop("prompt")]
         if "size" in raw:
-            m = re.fullmatch(r"(\d+)x(\d+)", str(raw.pop("size")))
-            if not m:
-                raise RequestError("size must look like 1280x720")
-            raw["width"], raw["height"] = int(m.group(1)), int(m.group(2))
-        fields = {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
-        unknown = sorted(set(raw) - set(fields))
+            size = raw.pop("size")
+            m = re.fullmatch(r"(\d+)x(\d+)", str(size))
+            if m:
+                raw["width"], raw["height"] = int(m.group(1)), int(m.group(2))
+            else:
+                found.add(f"size must look like 1280x720; got {size!r}")
+        fields = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+        unknown = sorted(set(raw) - fields)
         if unknown:
-            raise RequestError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+            found.add(_unknown_fields(unknown, fields))
+            for name in unknown:
+                raw.pop(name)
         if "prompts" not in raw:
-            raise RequestError("missing field 'prompt' (or 'prompts')")
+            found.add("missing field 'prompt' (or 'prompts')")
+            raw["prompts"] = ["-"]  # checked as if it had one, so the other problems are listed too
         if isinstance(raw.get("image_data"), str):
-            raw["image_data"] = _unbase64(raw["image_data"])
+            try:
+                raw["image_data"] = _unbase64(raw["image_data"])
+            except RequestError as exc:
+                found.add(str(exc))
+                raw.pop("image_data")
         if isinstance(raw.get("loras"), (str, dict)):
-            raise RequestError("loras must be a list: loras = [\"NAME:STRENGTH:high\", ...]")
-        return cls(**raw, _given=frozenset(raw)).validate()
+            found.add("loras must be a list: loras = [\"NAME:STRENGTH:high\", ...]")
+            raw.pop("loras")
+        try:
+            spec = cls(**raw, _given=frozenset(raw))
+        except RequestError as exc:  # a LoRA that does not parse
+            raise JobProblems([*found.items, str(exc)]) from None
+        found.run(spec.validate, cluster)
+        found.raise_any()
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (LoRAs as NAME:STRENGTH:EXPERT strings), as JSON and TOML write them."""
@@ -330,6 +416,19 @@ def _lora(item: Any, i: int) -> LoraRef:
         ref.validate()
         return ref
     raise RequestError(f"loras[{i}] must be NAME[:STRENGTH[:high|low|both]] or a table; got {type(item).__name__}")
+
+
+# Names a job file may use besides JobSpec's fields (from_dict turns them into those).
+ALIASES = ("prompt", "size")
+
+
+def _unknown_fields(names: list[str], fields: set[str]) -> str:
+    """The problem for unknown fields: the closest known name of each, and the whole list."""
+    known = sorted(fields | set(ALIASES))
+    hints = [f"{close[0]!r} for {name!r}" for name in names
+             if (close := difflib.get_close_matches(name, known, n=1))]
+    hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+    return f"unknown field(s): {', '.join(map(str, names))}{hint} (known: {', '.join(known)})"
 
 
 def _unbase64(text: str) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 
 from artifex_agent import wire_enums
 from artifex_agent.errors import RequestError
-from artifex_agent.jobspec import JobSpec
+from artifex_agent.jobspec import JobProblems, JobSpec, KnownModels, Problems
 from artifex_agent.lora_ref import LoraRef
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
@@ -54,19 +54,34 @@ def spec_to_pb(spec: JobSpec, *, image_data: bool = True) -> jpb.JobSpec:
     return msg
 
 
-def spec_from_pb(msg: jpb.JobSpec) -> JobSpec:
-    """Unset fields take JobSpec's defaults; an UNSPECIFIED or unknown enum and any bad value: RequestError."""
+def spec_from_pb(msg: jpb.JobSpec, cluster: KnownModels | None = None, *, check: bool = True) -> JobSpec:
+    """Unset fields take JobSpec's defaults; an UNSPECIFIED or unknown enum and any bad value: RequestError.
+
+    With `cluster`, checked against what its agents hold too (JobSpec.validate), every problem at once.
+    `check=False`: a job the coordinator accepted, read back (a List, an event), is not checked again,
+    since the checks may have tightened since it was stored (as JobSpec.from_stored).
+    """
     raw: dict[str, object] = {"prompts": list(msg.prompts)}
     if msg.tags:
         raw["tags"] = dict(msg.tags)
     if msg.loras:
         raw["loras"] = lora_refs_from_pb(msg.loras)
+    found = Problems()
     for name in _SCALARS:
         wire = WIRE_NAMES.get(name, name)
         if msg.HasField(wire):
             value = getattr(msg, wire)
-            raw[name] = _ENUMS[name].from_pb(value) if name in _ENUMS else value
-    return JobSpec.from_dict(raw)
+            if name not in _ENUMS:
+                raw[name] = value
+            else:  # a bad enum is one problem among the others; the field keeps its default meanwhile
+                found.run(lambda n=name, v=value: raw.update({n: _ENUMS[n].from_pb(v)}))
+    if not check:
+        found.raise_any()
+        return JobSpec(**raw, _given=frozenset(raw))  # type: ignore[arg-type]
+    if found.items:
+        found.run(JobSpec.from_dict, raw, cluster)  # the spec's other problems too
+        raise JobProblems(found.items)
+    return JobSpec.from_dict(raw, cluster)
 
 
 def generate_request(spec: JobSpec, *, job_id: str = "", prompts: list[str] | None = None,

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from artifex_agent.errors import ConfigError, ExitCode
 
@@ -132,8 +133,16 @@ class GrpcService(abc.ABC):
     def reload(self) -> None:
         """SIGHUP: re-read what may change on disk (the token, the TLS files)."""
 
-    def add_health(self, server: grpc.aio.Server) -> None:
+    def add_standard_services(self, server: grpc.aio.Server) -> None:
+        """The stock health service, and server reflection (`grpcurl list`/`describe`) naming this process's services.
+
+        Both sit behind the server's token check like every other call: with a token configured,
+        even `list` needs it (the service names and message shapes say what this process can be asked).
+        Reflection answers from the generated descriptors the RPC table's modules registered.
+        """
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((*self.health_services, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                            server)
 
     async def set_serving(self) -> None:
         for service in ("", *self.health_services):

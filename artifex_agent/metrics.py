@@ -7,12 +7,13 @@ a process hosting several components never see each other's series.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from artifex_agent import PROTOCOL_VERSION, __version__
@@ -28,7 +29,11 @@ logger = logging.getLogger(__name__)
 
 # Stages take seconds (post-processing) to tens of minutes (A14B generation at 720p).
 STAGE_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+# A queue wait is nothing (an idle agent) to hours (a long queue behind two GPUs).
+WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
 WILDCARDS = ("", "0.0.0.0", "::", "*")
+# The coordinator's job stages (coordinator/scheduler.py), present from the start so graphs show zeros.
+JOB_STAGES = ("generating", "streaming", "post")
 
 
 class GpuCollector(Collector):
@@ -78,11 +83,72 @@ class ActivityCollector(Collector):
         yield jobs
 
 
+class BusyClock(Collector):
+    """Seconds each agent has been busy, per role, integrated from what the coordinator sees.
+
+    `update` is called on the event loop whenever the coordinator looks at its agents; a scrape
+    (another thread) adds the time since an agent became busy, so a long generation shows as
+    busy while it runs rather than in one step at its end.
+    """
+
+    def __init__(self) -> None:
+        self.total: dict[tuple[str, str], float] = {}
+        self.since: dict[tuple[str, str], float] = {}
+
+    def update(self, busy: Mapping[tuple[str, str], bool], now: float) -> None:
+        """`busy`: (agent, role) -> busy now; `now`: time.monotonic()."""
+        for key, on in busy.items():
+            self.total.setdefault(key, 0.0)
+            if on and key not in self.since:
+                self.since[key] = now
+            elif not on and key in self.since:
+                self.total[key] += now - self.since.pop(key)
+
+    def seconds(self, now: float) -> dict[tuple[str, str], float]:
+        since = dict(self.since)
+        return {key: spent + (now - since[key] if key in since else 0.0) for key, spent in list(self.total.items())}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("artifex_agent_busy_seconds", "Seconds an agent spent generating or "
+                                     "post-processing jobs of this coordinator", labels=["agent", "role"])
+        for (agent, role), seconds in sorted(self.seconds(time.monotonic()).items()):
+            family.add_metric([agent, role], seconds)
+        yield family
+
+
+class JobMetrics:
+    """The coordinator's series about jobs: stage and queue times, failures and retries by reason, busy agents.
+
+    They exist (unregistered) whether or not the coordinator serves /metrics, so the scheduler
+    records into them unconditionally; Metrics registers them when it serves.
+    """
+
+    def __init__(self) -> None:
+        self.stage_seconds = Histogram("artifex_job_stage_duration_seconds", "Time a job spent in one stage, "
+                                       "as the coordinator saw it", ["stage"], buckets=STAGE_BUCKETS, registry=None)
+        self.job_seconds = Histogram("artifex_job_duration_seconds", "A job from submission to its end, by outcome",
+                                     ["outcome"], buckets=STAGE_BUCKETS, registry=None)
+        self.queue_wait = Histogram("artifex_job_queue_wait_seconds", "Time a job waited in the queue before "
+                                    "an attempt started", buckets=WAIT_BUCKETS, registry=None)
+        self.failures = Counter("artifex_job_failures", "Jobs that failed for good, by reason", ["reason"],
+                                registry=None)
+        self.retries = Counter("artifex_job_retries", "Failed attempts that were retried, by reason", ["reason"],
+                               registry=None)
+        self.busy = BusyClock()
+        for stage in JOB_STAGES:
+            self.stage_seconds.labels(stage=stage)
+
+    def register(self, registry: CollectorRegistry) -> None:
+        for collector in (self.stage_seconds, self.job_seconds, self.queue_wait, self.failures, self.retries,
+                          self.busy):
+            registry.register(collector)
+
+
 class Metrics:
-    """The series every artifex process exports; the coordinator adds queue depth."""
+    """The series every artifex process exports; the coordinator adds queue depth and its JobMetrics."""
 
     def __init__(self, component: str, name: str = "", *, activity: Activity | None = None,
-                 gpu: bool = False) -> None:
+                 gpu: bool = False, jobs: JobMetrics | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         Info("artifex_build", "Version of this process", registry=r).info(
@@ -99,6 +165,8 @@ class Metrics:
             r.register(ActivityCollector(activity))
         if gpu:
             r.register(GpuCollector())
+        if jobs is not None:
+            jobs.register(r)
         self._server: WSGIServer | None = None
         self._queue_states: set[str] = set()
 

@@ -23,6 +23,7 @@ from artifex_agent.services.generate import GenerateService
 from artifex_agent.services.guard import RequestGuard, UnknownMethods
 from artifex_agent.services.postprocess import PostProcessService
 from artifex_agent.services.split import SplitService
+from artifex_agent.split.local import LocalSplit
 from artifex_agent.transport import options
 from artifex_agent.transport.methods import AGENT_SERVICES, agent_handlers
 from artifex_agent.transport.security import TokenInterceptor, check_bind_allowed, reload_security, server_credentials
@@ -80,19 +81,19 @@ class Agent(GrpcService):
         admission = Admission(Limits.of(cfg))
         # Deliver hands frames to the agents of this cluster file, by name, with its token and TLS.
         self.deliverer = Deliverer(cfg, self.cluster, self.activity, self.engine, chunk_bytes=chunk)
+        split = SplitService(self.engine, cfg, self.activity, chunk_bytes=chunk, admission=admission)
         gen = GenerateService(self.engine, cfg, self.activity, chunk_bytes=chunk, admission=admission,
-                              deliverer=self.deliverer)
+                              deliverer=self.deliverer, local_split=LocalSplit(split))
         post = PostProcessService(cfg, self.activity, engine=self.engine, admission=admission)
         diag = DiagnosticsService(cfg, self.activity, self.cluster)
         # The token is checked first; the guard then parses what the handlers will see.
         self.token_check.set_token(token)
         interceptors = [self.token_check, RequestGuard(cfg.stream_idle_s)]
         self.server = grpc.aio.server(interceptors=interceptors, options=options.SERVER_OPTIONS)
-        split = SplitService(self.engine, cfg, self.activity, chunk_bytes=chunk, admission=admission)
         # Registered from the table instead of add_*Servicer_to_server: bulk streams skip protobuf
         # (de)serialization (a None serializer passes raw bytes), see transport/methods.py.
         self.server.add_generic_rpc_handlers(agent_handlers(gen, post, diag, split))
-        self.add_health(self.server)
+        self.add_standard_services(self.server)
         self.server.add_generic_rpc_handlers([UnknownMethods()])
         creds = server_credentials(security)
         self.port = bind(self.server, cfg.listen, creds)

@@ -17,9 +17,9 @@ import time
 
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
 from bench._common import emit, workdir
+from bench.relay import generate_and_post
 
 
 def peak_rss_mb(pid: int) -> float:

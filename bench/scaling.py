@@ -128,7 +128,7 @@ class CoordinatorRun:
         tables = {n: {"address": addr, "prefer": [stages[n]]} for n, addr in addresses.items()}
         config = write_cluster_toml(self.dir / "coordinator.toml", tables, coordinator={
             "listen": self.address, "database": str(self.dir / "jobs.db"), "results_cache": str(self.dir / "cache"),
-            "batch_size": 1, "batch_timeout_s": 0.0})
+            "batch_size": 1, "batch_timeout_s": 0.0}, web={"listen": ""})
         self.child = ChildProcess(["coordinator", "--config", str(config), "--port-file", str(self.dir / "port")],
                                   self.dir / "coordinator.log", self.dir / "port").start()
         self.child.wait_port()
@@ -182,17 +182,26 @@ def throughput(run: CoordinatorRun, jobs: int, agent_pids: list[int]) -> dict[st
             "posted_on_same_agent": sum(j.agent == j.post_agent for j in done)}
 
 
-def dispatch_latency(run: CoordinatorRun, n: int) -> list[float]:
-    """Submit -> stage start (the Generate call), one job at a time on an idle cluster, in ms."""
+def dispatch_latency(address: str, n: int, *, model: str = MODEL, first_seed: int = 10_000,
+                     every_s: float = 0.0) -> list[float]:
+    """Submit -> stage start (the Generate call), one job at a time on an idle agent, in ms.
+
+    Each probe has its own seed: a repeated one would come from the results cache without starting.
+    `every_s` > 0 submits one every that many seconds (after the previous one ended), not back to back."""
     from artifex_agent.client import JobsClient
     from artifex_agent.jobspec import JobSpec
 
     out = []
-    with JobsClient(run.address, timeout=60) as client:
+    start = time.monotonic()
+    with JobsClient(address, timeout=60) as client:
         for i in range(n):
-            job = client.wait(client.submit(JobSpec(prompts=["a probe"], model=MODEL, seed=10_000 + i,
+            if every_s:
+                time.sleep(max(0.0, start + i * every_s - time.monotonic()))
+            job = client.wait(client.submit(JobSpec(prompts=["a probe"], model=model, seed=first_seed + i,
                                                     **PROBE_JOB)), timeout=60)  # type: ignore[arg-type]
-            out.append(((job.started or 0) - job.created) * 1000)
+            if job.state != "done" or job.started is None:
+                raise RuntimeError(f"probe job {job.id} ended {job.state}: {job.error}")
+            out.append((job.started - job.created) * 1000)
     return out
 
 
@@ -220,7 +229,7 @@ def main() -> int:
                 try:
                     (two if kind == "two" else one).append(throughput(run, args.jobs, pids))
                     if kind == "two" and i == args.rounds - 1:
-                        latency = sorted(dispatch_latency(run, args.probes))
+                        latency = sorted(dispatch_latency(run.address, args.probes))
                 finally:
                     run.stop()
     finally:

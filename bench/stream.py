@@ -8,7 +8,7 @@ sends the request and reads the result. Baseline: raw TCP sockets between two pr
 the same bytes, timed from connect to the receiver's acknowledgement.
 
 The old three-process figure (Generate stream -> this process relaying -> PostProcess,
-relay.py, what direct mode used) is measured too, against raw TCP over the same three
+bench/relay.py, the path every job took before Deliver) is measured too, against raw TCP over the same three
 processes, when the relay still exists. A third figure, grpcio alone (one client stream of
 the same bytes between two processes that do nothing else), shows how much of the gap is
 grpcio's own. Prints GB/s, ratios and each agent's CPU seconds per GB; `--profile DIR`
@@ -311,7 +311,7 @@ def agent_to_agent(agents: Agents, w: int, h: int, n: int) -> dict[str, float]:
 
 
 async def _relay_run(agents: Agents, w: int, h: int, n: int) -> tuple[float, pb.PostResult]:
-    from artifex_agent.relay import generate_and_post
+    from bench.relay import generate_and_post
 
     gen_ch, post_ch = open_channel(agents.gen_address), open_channel(agents.post_address)
     request = pb.GenerateRequest(model="ready", prompts=["x"], width=w, height=h, num_frames=n)
@@ -349,7 +349,7 @@ def main() -> int:
     options.tune_malloc()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    relay_exists = importlib.util.find_spec("artifex_agent.relay") is not None and not args.no_relay
+    relay_exists = importlib.util.find_spec("bench.relay") is not None and not args.no_relay
     agents = Agents(w, h, n, args.chunk, not args.no_malloc_tuning, args.profile)
     raw2: list[float] = []
     bare: list[float] = []

@@ -160,7 +160,7 @@ def main() -> int:
     port = _free_port()
     cfg = write_cluster_toml(work / "coordinator.toml", {"gpu": {"address": f"127.0.0.1:{_free_port()}"}},
                              coordinator={"listen": f"127.0.0.1:{port}", "database": str(work / "jobs.db"),
-                                          "results_cache": str(work / "cache")})
+                                          "results_cache": str(work / "cache")}, web={"listen": ""})
     coordinator = ChildProcess(["coordinator", "--config", str(cfg), "--port-file", str(work / "c.port")],
                                work / "coordinator.log", work / "c.port").start()
     results: dict[str, Any] = {}

@@ -15,8 +15,8 @@ import pytest
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.metrics import metrics_url, scrape, total
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
+from bench.relay import generate_and_post
 from tests.processes import link_models, started
 
 # Its own pair of agents (its counters start at zero), real jobs through them.

@@ -14,7 +14,7 @@ from artifex_agent.cli.jobargs import parse_size, to_messages
 from artifex_agent.cli.options import env
 from artifex_agent.config import default_home
 from artifex_agent.jobspec import JobSpec
-from artifex_agent.local_cluster import LocalCluster
+from artifex_agent.local_cluster import DEMO_MODEL, LocalCluster
 
 
 def add_parser(sub: Any) -> None:
@@ -24,28 +24,29 @@ def add_parser(sub: Any) -> None:
                     "random-weight Wan2.2-architecture checkpoint once (offline), and writes an MP4.")
     p.add_argument("--workdir", type=Path, default=env("--workdir", str(default_home() / "demo")),
                    help="where the checkpoint, logs and output go")
-    p.add_argument("--prompt", default="a red fox running through snow, cinematic")
-    p.add_argument("--size", type=parse_size, default=(64, 64), help="WIDTHxHEIGHT of the generated clip")
-    p.add_argument("--frames", type=int, default=17)
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--upscale", type=int, default=4)
+    p.add_argument("--prompt", default="a red fox running through snow, cinematic", help="the prompt")
+    p.add_argument("--size", type=parse_size, default="64x64", help="WIDTHxHEIGHT of the generated clip")
+    p.add_argument("--frames", type=int, default=17, help="frames (4k+1)")
+    p.add_argument("--steps", type=int, default=6, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=42, help="seed")
+    p.add_argument("--upscale", type=int, default=4, help="integer upscale factor")
     # The two codecs every PyAV wheel encodes quickly at the demo's tiny size (of vocabulary.CODECS).
-    p.add_argument("--codec", default="h264", choices=["h264", "hevc"])
+    p.add_argument("--codec", default="h264", choices=["h264", "hevc"], help="video codec of the MP4")
     p.add_argument("--fresh", action="store_true", help="rebuild the checkpoint and start from an empty workdir")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    width, height = args.size
+    # Checked before anything starts: a job the model cannot run is refused in a moment, not after the agents.
+    job = JobSpec(prompts=[args.prompt], model=DEMO_MODEL, width=width, height=height, frames=args.frames,
+                  steps=args.steps, guidance=args.guidance, seed=args.seed, fps=16.0, upscale=args.upscale,
+                  codec=args.codec, crf=20, output=f"demo-{time.strftime('%Y%m%d-%H%M%S')}").validate()
+    request, spec = to_messages(job)
     if args.fresh and args.workdir.exists():
         shutil.rmtree(args.workdir)
-    with LocalCluster(args.workdir, log=print) as cluster:
-        width, height = args.size
-        job = JobSpec(prompts=[args.prompt], model=cluster.model, width=width, height=height, frames=args.frames,
-                      steps=args.steps, guidance=args.guidance, seed=args.seed, fps=16.0, upscale=args.upscale,
-                      codec=args.codec, crf=20, output=f"demo-{time.strftime('%Y%m%d-%H%M%S')}").validate()
-        request, spec = to_messages(job)
+    with LocalCluster(args.workdir, log=print, model=DEMO_MODEL) as cluster:
         print(f"generating on agent 'gen' ({cluster.address('gen')}), post-processing on 'post' "
               f"({cluster.address('post')})")
         result = asyncio.run(run_direct(cluster.config, "gen", "post", request, spec, progress=not args.no_progress))

@@ -25,7 +25,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def add_job_arguments(p: argparse.ArgumentParser, *, model_default: str = "wan2.2-t2v-a14b") -> None:
+# The defaults are the real thing; `submit --help` says they need a GPU, and what a CPU can run.
+GPU_NOTE = ("The defaults (model wan2.2-t2v-a14b, 1280x720, 81 frames, 40 steps) need a CUDA GPU (24 GB: "
+            "docs/memory.md); on a CPU-only agent they would run for days. `artifex-agent models --plan` shows what "
+            "fits where; `artifex-agent demo` runs a tiny model on any CPU.")
+
+
+def add_job_arguments(parser: argparse.ArgumentParser, *, model_default: str = "wan2.2-t2v-a14b") -> None:
+    p = parser.add_argument_group("the job", description=GPU_NOTE)
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one clip per prompt")
     p.add_argument("--model", default=env("--model", model_default), help="model folder name under models_root")
     p.add_argument("--size", default=env("--size", "1280x720"), type=parse_size, help="WIDTHxHEIGHT")
@@ -54,11 +61,12 @@ def add_job_arguments(p: argparse.ArgumentParser, *, model_default: str = "wan2.
     p.add_argument("--upscale", default=env("--upscale", 1), type=int, help="integer upscale factor")
     p.add_argument("--upscale-model", default=env("--upscale-model", ""),
                    help="upscale model file under models_root/upscale (default: plain resampler)")
-    p.add_argument("--codec", default=env("--codec", "h264"), choices=CODEC_NAMES)
-    p.add_argument("--crf", default=env("--crf", 18), type=int)
+    p.add_argument("--codec", default=env("--codec", "h264"), choices=CODEC_NAMES, help="video codec of the output")
+    p.add_argument("--crf", default=env("--crf", 18), type=int, help="constant quality: lower is better and bigger")
     p.add_argument("--encode-preset", default=env("--encode-preset", ""),
                    help="the encoder's preset (x264 medium, slow...; NVENC p1..p7); was --preset")
-    p.add_argument("--encoder", default=env("--encoder", "auto"), choices=ENCODERS)
+    p.add_argument("--encoder", default=env("--encoder", "auto"), choices=ENCODERS,
+                   help="auto: NVENC where the post agent has it, else software")
     p.add_argument("--output", default=env("--output", ""), help="output name under the post agent's output_root")
 
 

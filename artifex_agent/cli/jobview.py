@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import shlex
+import time
 from typing import Any
 
 from rich.console import Console
 
 from artifex_agent.cli.progress import StageProgress
-from artifex_agent.client import Job, JobsClient
+from artifex_agent.client import Job, JobEvent, JobsClient
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.wire_enums import stage_to_pb
 
@@ -22,20 +24,26 @@ def job_dict(job: Job) -> dict[str, Any]:
     return out
 
 
+def event_dict(event: JobEvent) -> dict[str, Any]:
+    """An event as plain JSON-able data (without the job it may carry)."""
+    return {k: v for k, v in vars(event).items() if k != "job"}
+
+
 def clock(ts: float | None) -> str:
     """A timestamp as HH:MM:SS local time; empty when unset."""
     return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
 
 
 def took(job: Job) -> str:
-    """How long the job ran, once it has finished."""
+    """How long the job ran once it has finished, and how long it waited in the queue before."""
     if job.started and job.finished:
-        return f"{job.finished - job.started:.1f}s"
+        ran = f"{job.finished - job.started:.1f}s"
+        return f"{ran} +{job.queued_s:.1f}s queued" if job.queued_s >= 0.05 else ran
     return ""
 
 
-def print_job(job: Job) -> None:
-    """One job in detail, as text."""
+def print_job(job: Job, history: list[JobEvent] | None = None) -> None:
+    """One job in detail, as text; then what happened to it, oldest first, when `history` is given."""
     print(f"job {job.id}: {job.state}" + (" (from the results cache)" if job.cached else ""))
     print(f"  prompt: {' | '.join(job.spec.prompts)}")
     print(f"  model {job.spec.model} {job.spec.width}x{job.spec.height} {job.spec.frames} frames "
@@ -45,16 +53,45 @@ def print_job(job: Job) -> None:
               f"LoRAs {', '.join(map(str, job.spec.loras)) or 'none'}")
     if job.agent:
         print(f"  agents: generate {job.agent}, post {job.post_agent}; attempts {job.attempts}")
-    print(f"  created {clock(job.created)}  started {clock(job.started)}  finished {clock(job.finished)}")
+    print(f"  created {clock(job.created)}  started {clock(job.started)}  finished {clock(job.finished)}"
+          + (f"  queued {job.queued_s:.1f}s" if job.queued_s else ""))
+    if job.waiting:
+        print(f"  {job.why_waiting(time.time())}")
     for path in job.outputs:
         print(f"  output: {path}")
     if job.error:
         print(f"  error: {job.error}")
+    if history:
+        print("  events:")
+    for event in history or []:
+        where = " ".join(filter(None, (event.stage if event.stage != event.state else "", event.agent)))
+        print(f"    {clock(event.time)}  {event.state:9}  {where:16}  {event.message}".rstrip())
 
 
-def follow(client: JobsClient, job_id: str, progress: bool = True) -> Job:
-    """Watch a job to its end: a bar per stage (generating step k/n, streaming, post-processing)."""
+def follow(client: JobsClient, job_id: str, progress: bool = True, config: str | None = None) -> Job:
+    """Watch a job to its end: a bar per stage (generating step k/n, streaming, post-processing).
+
+    Ctrl+C stops watching, not the job: it says so, with the commands to watch or cancel it (`config`: the
+    --config to repeat in them).
+    """
     console = Console(stderr=True)
+    try:
+        job = _follow(client, job_id, console, progress)
+    except KeyboardInterrupt:
+        flag = f" --config {shlex.quote(str(config))}" if config else ""
+        console.print(f"\nstopped watching; job {job_id} goes on at the coordinator.\n"
+                      f"  watch it:  artifex-agent jobs watch {job_id}{flag}\n"
+                      f"  cancel it: artifex-agent jobs cancel {job_id}{flag}", highlight=False, markup=False,
+                      soft_wrap=True)
+        raise
+    for path in job.outputs:
+        console.print(f"output: {path}", highlight=False)
+    if job.error and job.state != "done":
+        console.print(f"[red]error:[/] {job.error}", highlight=False)
+    return job
+
+
+def _follow(client: JobsClient, job_id: str, console: Console, progress: bool) -> Job:
     with StageProgress(console, enabled=progress) as bars:
         for event in client.watch(job_id):
             if event.kind == "progress":
@@ -63,14 +100,9 @@ def follow(client: JobsClient, job_id: str, progress: bool = True) -> Job:
                                                 total=event.total))
             else:
                 text = f"job {job_id}" + (f" ({event.job.stage})" if event.job and event.job.stage else "") \
+                    + (f": {event.job.why_waiting(event.time)}" if event.job and event.job.waiting else "") \
                     if event.snapshot else event.message
                 bars.console.print(f"[{STATE_COLORS.get(event.state, '')}]{event.state:9}[/] {text}", highlight=False)
                 if event.kind == "state" and event.state == "done":
-                    for task in bars.progress.tasks:  # the last progress events may have been thinned out
-                        bars.progress.update(task.id, completed=task.total or task.completed)
-    job = client.get(job_id)
-    for path in job.outputs:
-        console.print(f"output: {path}", highlight=False)
-    if job.error and job.state != "done":
-        console.print(f"[red]error:[/] {job.error}", highlight=False)
-    return job
+                    bars.finish()
+    return client.get(job_id)

@@ -81,18 +81,20 @@ def _lora_json(info: Any) -> dict[str, Any]:
 
 
 def _print_loras(loras: list[Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from artifex_agent.terminal import table_console
 
     table = Table("LoRA", "family", "format", "rank", "size", box=None)
     for info in loras:
         table.add_row(info.name, info.family, info.format, str(info.rank or "?"), f"{info.size / 2**20:.1f} MiB")
-    Console(width=200).print(table)
+    table_console().print(table)
 
 
 def _print_list(entries: list[Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from artifex_agent.terminal import table_console
 
     table = Table("model", "kind", "experts", "format", "on disk", "VRAM 1280x720x81", "state", box=None)
     for m in entries:
@@ -102,7 +104,7 @@ def _print_list(entries: list[Any]) -> None:
         state = "ok" if m.complete else f"INCOMPLETE: {m.problem}"
         experts = "" if m.kind == "upscale" else ("two" if m.two_experts else "one")
         table.add_row(m.name, m.kind, experts, fmt, disk, vram, state)
-    Console(width=200).print(table)
+    table_console().print(table)
 
 
 def _describe(m: Any) -> tuple[str, str, str]:
@@ -156,15 +158,16 @@ def _budget(args: argparse.Namespace, cfg: Any) -> tuple[int, str]:
 
 
 def _print_plans(args: argparse.Namespace, cfg: Any, entries: list[Any]) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from artifex_agent.terminal import table_console
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--size must look like 1280x720, not {args.size!r}") from None
     budget, where = _budget(args, cfg)
-    console = Console(width=200)
+    console = table_console()
     console.print(f"memory plan for {width}x{height}, {args.frames} frames, guidance {args.guidance:g}: "
                   f"budget {budget / GIB:.1f} GiB ({where})")
     refused = 0

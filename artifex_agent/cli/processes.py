@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
+
+from artifex_agent.terminal import table_console
 
 
 def print_table(rows: list[dict[str, str]], title: str = "artifex-agent up") -> None:
@@ -15,7 +16,7 @@ def print_table(rows: list[dict[str, str]], title: str = "artifex-agent up") -> 
         ok = row["state"] in ("ready", "already running", "stopped", "not running")
         mark = "[green]✓[/green] " if ok else "[red]✗[/red] "
         table.add_row(row["process"], row["pid"], row["address"], mark + row["state"], row.get("log", ""))
-    console = Console()
+    console = table_console()  # off a terminal (a log, a pipe): every row whole
     console.print(table)
     for row in rows:
         if row.get("detail"):

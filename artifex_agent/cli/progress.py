@@ -14,26 +14,34 @@ _LABELS = {"denoise": "denoising", "stream": "streaming", "receive": "receiving"
 
 
 class StageProgress:
-    """One bar per stage, created as the stage first reports; quiet when not a terminal."""
+    """One bar per stage, created as the stage first reports; quiet when not a terminal.
+
+    The display starts with the first bar: a job that fails before any progress prints its error alone,
+    without the empty line a started-and-stopped rich display leaves.
+    """
 
     def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
         self.console = console or Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=self.console, disable=not enabled, transient=False)
         self.tasks: dict[str, TaskID] = {}
+        self._started = False
 
     def __enter__(self) -> StageProgress:
-        self.progress.__enter__()
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.progress.__exit__(et, e, tb)
+        if self._started:
+            self.progress.__exit__(et, e, tb)
 
     def update(self, source: str, p: pb.Progress) -> None:
         stage = "post" if source == "post" else stage_from_pb(p.current_stage)
         if stage not in _LABELS:
             return
         if stage not in self.tasks:
+            if not self._started:
+                self.progress.start()
+                self._started = True
             self.tasks[stage] = self.progress.add_task(_LABELS[stage], total=p.total or None)
         task = self.tasks[stage]
         if p.total:
@@ -42,3 +50,9 @@ class StageProgress:
         if stage == "stream":
             # The generate side announces the stream; its bar completes when the post side has it all.
             self.progress.update(task, completed=p.total)
+
+    def finish(self) -> None:
+        """The job succeeded: every bar full. Progress events are thinned on the way (at most a few a second),
+        so the last ones, the post side's in particular, often never arrive."""
+        for task in self.progress.tasks:
+            self.progress.update(task.id, completed=task.total or task.completed)

@@ -109,7 +109,7 @@ def run_queued(args: argparse.Namespace) -> int:
                 print(job_id)
             return int(ExitCode.OK)
         print(f"job {job_id} submitted to {client.address}", file=sys.stderr)
-        job = follow(client, job_id, progress=not args.no_progress and not args.json)
+        job = follow(client, job_id, progress=not args.no_progress and not args.json, config=args.config)
     if args.json:
         print(json.dumps(job_dict(job), indent=2))
     else:

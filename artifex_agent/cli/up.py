@@ -26,6 +26,7 @@ from artifex_agent.config import ClusterConfig, split_hostport
 from artifex_agent.errors import ArtifexError, ExitCode
 from artifex_agent.hosts import is_local_host, local_addresses
 from artifex_agent.transport.channel import open_channel
+from artifex_agent.transport.diagnose import explain
 from artifex_agent.transport.security import call_metadata
 
 WILDCARDS = ("", "0.0.0.0", "::", "*")
@@ -191,6 +192,9 @@ async def _wait_ready(comp: Component, cluster: ClusterConfig, proc: Any, port_f
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     return address  # answers gRPC but has no health service: as ready as we can tell
+                named = await asyncio.to_thread(explain, exc, address, cluster.security, f"the {comp.kind}")
+                if named:  # a TLS or token mismatch does not go away by waiting
+                    raise ArtifexError(named) from None
                 last = exc.details() or exc.code().name
             await asyncio.sleep(0.2)
     raise ArtifexError(f"{address} not serving after {timeout:.0f}s ({last})")

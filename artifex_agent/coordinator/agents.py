@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -13,11 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from artifex_agent import PROTOCOL_VERSION
 from artifex_agent.config import AgentConfig, ClusterConfig
+from artifex_agent.engines.models import SizeRules
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport.channel import AgentStub, open_channel
 from artifex_agent.transport.security import call_metadata
-from artifex_agent.vocabulary import encoders_for
+from artifex_agent.vocabulary import CODECS, encoders_for
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,35 @@ class AgentPool:
     def up(self) -> list[AgentHandle]:
         return [a for a in self.agents.values() if a.up]
 
+    def size_rules(self, model: str) -> SizeRules | None:
+        """The size rules an agent read from `model`'s configs (None: no agent has said, or an older agent)."""
+        for agent in self.agents.values():
+            for m in agent.info.models if agent.info is not None else ():
+                if m.name == model and m.complete and m.size_multiple:
+                    return SizeRules(spatial=m.size_multiple, temporal=m.frame_step or 4,
+                                     max_positions=m.max_positions or 1024)
+        return None
+
+    def job_problems(self, spec: JobSpec) -> list[str]:
+        """Why no agent in the cluster could run `spec`: a model none has (or of the wrong kind), a codec none writes.
+
+        Judged only when every agent of the role has said what it holds: one not heard from yet (a
+        coordinator started before its agents) may have it, and then the job queues, as it always did.
+        """
+        problems = []
+        generators = [a for a in self if "generate" in a.cfg.roles]
+        if not spec.post_input and generators and all(a.info is not None for a in generators):
+            problems += _model_problems(spec, [m for a in generators for m in a.info.models])  # type: ignore[union-attr]
+        posters = [a for a in self if "post" in a.cfg.roles]
+        if posters and all(a.info is not None and a.info.encoders for a in posters) \
+                and spec.codec in CODECS:  # an unknown codec is JobSpec.validate's to report
+            wanted = encoders_for(spec.codec, spec.encoder)
+            have = sorted({e for a in posters for e in a.info.encoders})  # type: ignore[union-attr]
+            if not set(wanted) & set(have):
+                problems.append(f"codec {spec.codec!r} with encoder {spec.encoder!r} needs {' or '.join(wanted)}; "
+                                f"no post agent has it (they have: {', '.join(have)})")
+        return problems
+
     def mark_down(self, name: str, reason: str) -> None:
         """A call failed as if the agent were gone: send it nothing until a health check says otherwise."""
         agent = self.agents.get(name)
@@ -150,3 +181,21 @@ class AgentPool:
         else:
             logger.warning("agent %s is down: %s", agent.name, reason or "not serving")
         self.on_change()
+
+
+def _model_problems(spec: JobSpec, listed: list[pb.ModelInfo]) -> list[str]:
+    """Why none of the generating agents' models can run `spec` (empty when one can), naming those that could."""
+    video = [m for m in listed if m.complete and m.model_kind != pb.MODEL_KIND_UPSCALE]
+    kinds = {m.model_kind for m in video if m.name == spec.model}
+    if not kinds:
+        have = sorted({m.name for m in video})
+        close = difflib.get_close_matches(spec.model, have, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return [f"model {spec.model!r} is on no agent ({hint}they have: {', '.join(have) or 'nothing'})"]
+    takes = {pb.MODEL_KIND_T2V: "text-to-video", pb.MODEL_KIND_I2V: "image-to-video"}
+    wrong = pb.MODEL_KIND_T2V if spec.i2v else pb.MODEL_KIND_I2V
+    if kinds == {wrong}:
+        others = sorted({m.name for m in video if m.model_kind not in (wrong, pb.MODEL_KIND_UNSPECIFIED)})
+        need = "drop the image" if spec.i2v else "give an image (image or image_data)"
+        return [f"model {spec.model!r} is {takes[wrong]}: {need}, or use {' or '.join(others) or 'another model'}"]
+    return []

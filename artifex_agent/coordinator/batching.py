@@ -23,6 +23,10 @@ class QueueEntry:
     # The results cache was consulted since it entered the queue (Submit does; a restart does not).
     cache_checked: bool = False
     batch_key: tuple[Any, ...] = field(default_factory=tuple)
+    # Running: when its current stage began (wall clock), for the stage-duration metrics.
+    stage_since: float = 0.0
+    # Queued: the last wait reason its watchers were told (coordinator/waiting.py Wait.key).
+    told: str = ""
 
     def __post_init__(self) -> None:
         if not self.batch_key:

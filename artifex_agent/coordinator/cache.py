@@ -3,6 +3,10 @@
 An entry is a folder `<root>/<key[:2]>/<key>/` holding the output files and a manifest,
 built beside it and renamed into place, so a reader sees a whole entry or none. Outputs
 the coordinator cannot read (an agent's output folder that is not shared) are not cached.
+
+A job answered from the cache gets its files where a fresh run would have written them (the
+output folder the first run wrote to, under the new job's output name), linked or copied
+from the entry: users look for a job's output there, not inside the cache.
 """
 
 from __future__ import annotations
@@ -10,10 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from artifex_agent.engines.paths import safe_output_path
+from artifex_agent.errors import RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +31,16 @@ MANIFEST = "manifest.json"
 
 @dataclass
 class CacheHit:
-    """A cached result: its files (in the cache folder) and their sha256."""
+    """A cached result: its files (in the cache folder, or placed for the job asking) and their sha256."""
 
     outputs: list[str]
     sha256: list[str]
+    # The output folder the first run wrote to (as the coordinator sees it), and what each file's
+    # name added to the job's output name ("" or "_0", "_1"... per clip); empty for older entries.
+    root: str = ""
+    tails: list[str] = field(default_factory=list)
+    # outputs are the placed copies (place()), not the cache's own files.
+    placed: bool = False
 
 
 class ResultsCache:
@@ -38,8 +53,12 @@ class ResultsCache:
         assert self.root is not None
         return self.root / key[:2] / key
 
-    def lookup(self, key: str) -> CacheHit | None:
-        """The entry for `key` when it is complete and its files are still there."""
+    def lookup(self, key: str, name: str = "") -> CacheHit | None:
+        """The entry for `key` when it is complete and its files are still there.
+
+        With `name` (the asking job's output name) its outputs are placed where a fresh run of that job
+        would write them (see place).
+        """
         if self.root is None:
             return None
         entry = self._entry(key)
@@ -51,13 +70,44 @@ class ResultsCache:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("results cache entry %s is unreadable (%s); ignoring it", entry, exc)
             return None
-        paths = [entry / name for name in names]
+        paths = [entry / file for file in names]
         if not paths or not all(p.is_file() for p in paths):
             return None
-        return CacheHit([str(p) for p in paths], digests)
+        tails = manifest.get("tails")
+        ok = isinstance(tails, list) and len(tails) == len(paths) and all(isinstance(t, str) for t in tails)
+        hit = CacheHit([str(p) for p in paths], digests, str(manifest.get("root") or "") if ok else "",
+                       list(tails) if ok else [])
+        if name:
+            placed = self.place(hit, name)
+            hit.outputs, hit.placed = placed, placed != hit.outputs
+        return hit
 
-    def store(self, key: str, outputs: list[str], sha256: list[str]) -> bool:
-        """File a job's outputs under `key`; False when they cannot be read from here (or already are)."""
+    def place(self, hit: CacheHit, name: str) -> list[str]:
+        """Link or copy the hit's files to where a fresh run of a job with output `name` would write them;
+        their paths (the cache's own, as before, when the entry is older or that folder cannot be written)."""
+        if not hit.root:
+            return hit.outputs
+        placed: list[str] = []
+        try:
+            for src, tail in zip(hit.outputs, hit.tails, strict=True):
+                suffix = Path(src).suffix
+                dst = safe_output_path(Path(hit.root), _stem(name, suffix) + tail, suffix=suffix)
+                # Linked already (the same name asked for twice): renaming a link onto itself would do nothing.
+                if not (dst.exists() and os.path.samefile(src, dst)):
+                    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
+                    _link_or_copy(Path(src), tmp)
+                    os.replace(tmp, dst)  # a fresh run replaces an older file of that name too
+                placed.append(str(dst))
+        except (OSError, RequestError) as exc:
+            logger.warning("cannot place cached outputs as %s under %s (%s); the job names the cache's files",
+                           name, hit.root, exc)
+            remove_placed(placed)
+            return hit.outputs
+        return placed
+
+    def store(self, key: str, outputs: list[str], sha256: list[str], name: str = "") -> bool:
+        """File a job's outputs under `key` (`name`: the job's output name, so a hit can be placed like it);
+        False when they cannot be read from here (or already are)."""
         if self.root is None or not outputs:
             return False
         entry = self._entry(key)
@@ -70,13 +120,14 @@ class ResultsCache:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".part", dir=entry.parent))
         try:
-            names = []
+            files = []
             for i, src in enumerate(sources):
-                name = f"{i}{src.suffix}"
-                _link_or_copy(src, tmp / name)
-                names.append(name)
-            (tmp / MANIFEST).write_text(json.dumps({"files": names, "sha256": list(sha256),
-                                                    "sources": [str(s) for s in sources]}), encoding="utf-8")
+                file = f"{i}{src.suffix}"
+                _link_or_copy(src, tmp / file)
+                files.append(file)
+            manifest = {"files": files, "sha256": list(sha256), "sources": [str(s) for s in sources],
+                        **_layout(sources, name)}
+            (tmp / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
             os.rename(tmp, entry)
         except OSError as exc:
             if not (entry / MANIFEST).is_file():  # losing a race to an identical job is fine
@@ -94,3 +145,38 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
+
+
+def remove_placed(paths: list[str]) -> None:
+    """Remove files place() made (for a job that turned out not to be new)."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _stem(name: str, suffix: str) -> str:
+    """An output name without the file suffix a post agent would add (`fox.mp4` and `fox` write the same file)."""
+    return name[:-len(suffix)] if suffix and name.lower().endswith(suffix.lower()) else name
+
+
+def _layout(sources: list[Path], name: str) -> dict[str, object]:
+    """Where `sources` were written for output `name`: their output root and each one's tail after the name.
+
+    Empty when they do not follow the post agents' layout (root/NAME.mp4, or root/NAME_0.mp4... per clip).
+    """
+    if not name:
+        return {}
+    parts = re.split(r"[\\/]", name)
+    tails = []
+    root = sources[0].parents[len(parts) - 1] if len(sources[0].parents) >= len(parts) else None
+    for src in sources:
+        if root is None or not src.is_relative_to(root):
+            return {}
+        rel = src.relative_to(root).with_suffix("").as_posix()
+        stem = _stem("/".join(parts), src.suffix)
+        if not rel.startswith(stem):
+            return {}
+        tails.append(rel[len(stem):])
+    return {"root": str(root), "tails": tails}

@@ -52,6 +52,11 @@ class Job:
     batch_id: str = ""
     idempotency_key: str = ""
     sha256: list[str] = field(default_factory=list)
+    # Seconds spent queued, over every attempt until the current one started (the rest is started..finished).
+    queued_s: float = 0.0
+    # While queued: why it has not started (coordinator/waiting.py), and when it should (None: unknown).
+    waiting: str = ""
+    expected_start: float | None = None
 
     @classmethod
     def submitted(cls, job_id: str, spec: JobSpec, now: float, idempotency_key: str = "") -> Job:
@@ -70,6 +75,14 @@ class Job:
     def copy(self) -> Job:
         return dataclasses.replace(self, outputs=list(self.outputs), sha256=list(self.sha256))
 
+    def why_waiting(self, now: float) -> str:
+        """The wait reason with the time left to its expected start ("..., starts in 27 s"); "" when none."""
+        if not self.waiting:
+            return ""
+        if self.expected_start is None:
+            return self.waiting
+        return f"{self.waiting}, starts in {max(self.expected_start - now, 0.0):.0f} s"
+
     # ------------------------------------------------------------------ transitions
 
     def _move(self, move: str, stage: str) -> None:
@@ -78,11 +91,13 @@ class Job:
             raise IllegalTransition(f"job {self.id} is {self.state}: it cannot {move.replace('_', ' ')} "
                                     f"(only a {' or '.join(sorted(sources))} job can)")
         self.state, self.stage = target, stage
+        self.waiting, self.expected_start = "", None  # the scheduler says again while it stays queued
 
-    def start(self, agent: str, post_agent: str, batch_id: str, now: float) -> None:
-        """Queued → running on `agent`, post-processed on `post_agent`; counts an attempt."""
+    def start(self, agent: str, post_agent: str, batch_id: str, now: float, waited: float = 0.0) -> None:
+        """Queued → running on `agent`, post-processed on `post_agent`; counts an attempt and its `waited` seconds."""
         self._move("start", "generating")
         self.started, self.finished = now, None
+        self.queued_s += max(waited, 0.0)
         self.attempts += 1
         self.agent, self.post_agent, self.batch_id = agent, post_agent, batch_id
 
@@ -122,7 +137,7 @@ class Job:
     def retry(self) -> None:
         """Failed or cancelled → queued afresh (a client asked): attempts and error reset."""
         self._move("retry", "queued")
-        self.attempts, self.error = 0, ""
+        self.attempts, self.error, self.queued_s = 0, "", 0.0
         self.started = self.finished = None
 
     def cancel(self, now: float) -> None:

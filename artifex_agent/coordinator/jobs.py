@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from artifex_agent.coordinator.agents import AgentPool
+from artifex_agent.coordinator.cache import remove_placed
 from artifex_agent.coordinator.job import TERMINAL, Job
 from artifex_agent.coordinator.messages import JobEvent
+from artifex_agent.coordinator.pipeline import output_name
 from artifex_agent.coordinator.scheduler import Scheduler, new_id
-from artifex_agent.errors import ArtifexError, NotFoundError
+from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
 from artifex_agent.jobspec import JobSpec, check_idempotency_key
 from artifex_agent.presets import Preset, resolve
 from artifex_agent.presets import builtin as builtin_presets
-from artifex_agent.vocabulary import check_seeds, clip_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +25,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 4 << 20
+# A priority a client may set (JobSpec.priority: higher runs first).
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 
 
 class JobQueue:
@@ -31,12 +36,15 @@ class JobQueue:
         self.scheduler = scheduler
         self.presets = builtin_presets() if presets is None else presets
 
+    @property
+    def agents(self) -> AgentPool:
+        """The agents as last heard from: what models they hold, with which size rules."""
+        return self.scheduler.pool
+
     def check(self, spec: JobSpec) -> None:
-        """Refuse what no agent can run, beyond JobSpec's own checks (RequestError)."""
-        # JobSpec.validate checks this too; a spec built in Python may not have been validated.
-        check_seeds(clip_seeds(spec.seed, len(spec.prompts)))
-        if not spec.post_input:  # a post-only job generates nothing: no model to hold
-            self.scheduler.check_model(spec.model)
+        """Refuse what no agent can run, every problem at once (JobProblems): JobSpec's own checks, the size
+        rules the agents read from the model, and whether any agent has the model or the encoder."""
+        spec.validate(self.agents)
 
     async def submit(self, spec: JobSpec, idempotency_key: str = "") -> tuple[Job, bool]:
         """Store a job (or find the one with this key); returns (job, existed).
@@ -48,8 +56,8 @@ class JobQueue:
         check_idempotency_key(idempotency_key)
         now = time.time()
         content_key = spec.content_key()
-        hit = await self.scheduler.cached(content_key)
         job = Job.submitted(new_id(), spec, now, idempotency_key)
+        hit = await self.scheduler.cached(content_key, output_name(job))
         message = "queued"
         if hit is not None:
             job.finish_from_cache(hit.outputs, hit.sha256, now)
@@ -57,6 +65,8 @@ class JobQueue:
         event = JobEvent(job.id, "state", job.state, stage=job.stage, message=message, time=now, job=job.copy())
         stored, existed = await self.scheduler.add(job, content_key, event)
         if existed:
+            if hit is not None and hit.placed:  # for a job id never kept: the key's own job has its files
+                await asyncio.to_thread(remove_placed, [p for p in hit.outputs if p not in stored.outputs])
             return stored, True
         logger.info("job %s %s (%s, %d prompt(s))", job.id, message, spec.model, len(spec.prompts))
         return job.copy(), False
@@ -93,6 +103,17 @@ class JobQueue:
                          time=now, job=job.copy())
         await self.scheduler.resubmit(job, event, now)
         return job.copy()
+
+    async def set_priority(self, job_id: str, priority: int) -> Job:
+        """Change a queued job's priority (higher runs first); a running or finished job is refused."""
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise RequestError(f"priority must be within {MIN_PRIORITY}..{MAX_PRIORITY}; got {priority}")
+        job = await self.scheduler.set_priority(job_id, priority)
+        if job is None:
+            job = await self.get(job_id)
+            raise ArtifexError(f"job {job_id} is {job.state}; only a queued job's priority can change")
+        logger.info("job %s priority set to %d", job_id, priority)
+        return job
 
     async def watch(self, job_id: str, history: bool = False) -> AsyncIterator[JobEvent]:
         """A snapshot of the job, then its events until it ends (every job's, forever, when job_id is "")."""

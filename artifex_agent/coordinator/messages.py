@@ -50,16 +50,18 @@ def job_to_pb(job: Job) -> jpb.Job:
         attempts=job.attempts, agent=job.agent, post_agent=job.post_agent, created_unix=job.created,
         started_unix=job.started or 0.0, finished_unix=job.finished or 0.0, cached=job.cached,
         current_stage=stage_to_pb(job.stage), batch_id=job.batch_id, idempotency_key=job.idempotency_key,
-        sha256=job.sha256)
+        sha256=job.sha256, waiting=job.waiting, expected_start_unix=job.expected_start or 0.0, queued_s=job.queued_s)
 
 
 def job_from_pb(msg: jpb.Job) -> Job:
     return Job(
-        id=msg.id, state=state_from_pb(msg.state), spec=spec_from_pb(msg.spec), outputs=list(msg.outputs),
+        id=msg.id, state=state_from_pb(msg.state), spec=spec_from_pb(msg.spec, check=False),
+        outputs=list(msg.outputs),
         error=msg.error, attempts=msg.attempts, agent=msg.agent, post_agent=msg.post_agent,
         created=msg.created_unix, started=msg.started_unix or None, finished=msg.finished_unix or None,
         cached=msg.cached, stage=stage_from_pb(msg.current_stage), batch_id=msg.batch_id,
-        idempotency_key=msg.idempotency_key, sha256=list(msg.sha256))
+        idempotency_key=msg.idempotency_key, sha256=list(msg.sha256), waiting=msg.waiting,
+        expected_start=msg.expected_start_unix or None, queued_s=msg.queued_s)
 
 
 def jobs_page(rows: list[tuple[int, Job]], more: bool, max_bytes: int) -> jpb.ListJobsReply:

@@ -51,18 +51,21 @@ def output_name(job: Job) -> str:
 def generate_request(jobs: list[Job], batch_id: str) -> pb.GenerateRequest:
     """One request for every prompt of every job, each clip with its own job's seed."""
     first = jobs[0].spec
+    # --decode-on post: latents go to the post agent, which decodes them with the model's VAE.
+    output = pb.PAYLOAD_KIND_LATENT if first.decode_on == "post" else pb.PAYLOAD_KIND_RGB24
     if len(jobs) == 1:
-        return job_request(first, job_id=jobs[0].id)
+        return job_request(first, job_id=jobs[0].id, output=output)
     prompts = [p for job in jobs for p in job.spec.prompts]
-    request = job_request(first, job_id=batch_id, prompts=prompts)
+    request = job_request(first, job_id=batch_id, prompts=prompts, output=output)
     request.seeds.extend(job.spec.seed + i for job in jobs for i in range(len(job.spec.prompts)))
     return request
 
 
-def deliver_request(jobs: list[Job], batch_id: str, post_name: str) -> pb.DeliverRequest:
-    """The batch's generation and one delivery per job (its clips, its output) to `post_name`."""
+def deliver_request(jobs: list[Job], batch_id: str, post_name: str,
+                    split: pb.SplitPlan | None = None) -> pb.DeliverRequest:
+    """The batch's generation (`split`: shared with a peer) and one delivery per job to `post_name`."""
     return pb.DeliverRequest(
-        generate=generate_request(jobs, batch_id), post_agent=post_name,
+        generate=generate_request(jobs, batch_id), post_agent=post_name, split=split,
         deliveries=[pb.Delivery(spec=post_spec(job.spec, output_name(job), job_id=job.id),
                                 clips=len(job.spec.prompts)) for job in jobs])
 
@@ -78,9 +81,16 @@ def retry_request(failed: DeliveryFailed, post_name: str) -> pb.DeliverRequest:
 
 
 async def run_batch(gen: AgentStub, jobs: list[Job], batch_id: str, on_progress: BatchProgress, *, gen_name: str,
-                    post_name: str, retry: DeliveryFailed | None = None) -> list[pb.PostResult | BaseException]:
-    """Each job's PostResult, or the error that stopped it (`retry`: one job's post stage from held frames)."""
-    request = retry_request(retry, post_name) if retry is not None else deliver_request(jobs, batch_id, post_name)
+                    post_name: str, retry: DeliveryFailed | None = None,
+                    split: pb.SplitPlan | None = None) -> list[pb.PostResult | BaseException]:
+    """Each job's PostResult, or the error that stopped it (`retry`: one job's post stage from held frames).
+
+    `split`: the generation is shared with the plan's peer, driven by `gen` (split_runs.py).
+    """
+    if retry is not None:
+        request = retry_request(retry, post_name)
+    else:
+        request = deliver_request(jobs, batch_id, post_name, split)
     # Indexes of the request's deliveries -> positions in `jobs`.
     indexes = [retry.index] if retry is not None else list(range(len(jobs)))
     position = {index: i for i, index in enumerate(indexes)}

@@ -42,6 +42,17 @@ def classify(exc: BaseException) -> tuple[str, bool, str]:
     return f"internal error in the coordinator ({type(exc).__name__}); see its log", True, ""
 
 
+def reason(exc: BaseException) -> str:
+    """A short, stable name for why an attempt failed: a metrics label (a few values, never a message)."""
+    if isinstance(exc, RemoteError):
+        return "agent_unavailable" if exc.code == grpc.StatusCode.UNAVAILABLE else exc.code.name.lower()
+    if isinstance(exc, StreamError):
+        return "stream_broken"
+    if isinstance(exc, ArtifexError):
+        return "refused"
+    return "coordinator_error"
+
+
 def backoff_s(attempts: int, initial_s: float, max_s: float) -> float:
     """Capped exponential backoff after `attempts` failed attempts (1, 2, 4... times initial_s)."""
     return min(initial_s * 2 ** max(attempts - 1, 0), max_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import secrets
@@ -27,12 +28,13 @@ from artifex_agent.coordinator.batching import QueueEntry, pick_batch
 from artifex_agent.coordinator.cache import CacheHit, ResultsCache
 from artifex_agent.coordinator.events import EventBus
 from artifex_agent.coordinator.held_retry import HeldRetries
-from artifex_agent.coordinator.job import Job
+from artifex_agent.coordinator.job import TERMINAL, Job
 from artifex_agent.coordinator.messages import JobEvent
-from artifex_agent.coordinator.pipeline import DeliveryFailed, run_batch
-from artifex_agent.coordinator.retry import backoff_s, classify
+from artifex_agent.coordinator.pipeline import DeliveryFailed, output_name, run_batch
+from artifex_agent.coordinator.retry import backoff_s, classify, reason
 from artifex_agent.coordinator.store import Store
-from artifex_agent.errors import RequestError
+from artifex_agent.coordinator.waiting import explain
+from artifex_agent.metrics import JobMetrics
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.vocabulary import Stage
 from artifex_agent.wire_enums import stage_from_pb
@@ -85,6 +87,7 @@ class Scheduler:
         self._run_of: dict[str, Run] = {}
         self._cached_keys: set[str] = set()
         self.held_retries = HeldRetries()
+        self.metrics = JobMetrics()
         self._counter = itertools.count()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._wake = asyncio.Event()
@@ -110,7 +113,8 @@ class Scheduler:
         """
         run = Run(new_id(), [entry], gen, post)
         job = entry.job.copy()
-        job.start(gen.name, post.name, "", time.time())
+        now = time.time()
+        job.start(gen.name, post.name, "", now, waited=now - entry.queued_at)
         event = self._event(job, "state", f"attempt {job.attempts}: {where}")
         await self.call(self.store.save, job, event)
         if entry.job.state != "queued" or self.entries.get(job.id) is not entry:
@@ -118,8 +122,8 @@ class Scheduler:
         entry.job = job
         self._run_of[job.id] = run
         self._publish(event)
-        logger.info("job %s: %s", job.id, event.message)
-        job.started = time.time()
+        job.started = entry.stage_since = time.time()
+        self.metrics.queue_wait.observe(now - entry.queued_at)
         return run
 
     def launch(self, run: Run, work: Callable[[Run], Awaitable[list[Any]]], name: str,
@@ -164,18 +168,9 @@ class Scheduler:
 
     # ------------------------------------------------------------------ what the Jobs service asks of it
 
-    def check_model(self, model: str) -> None:
-        """RequestError when every generating agent has said what it holds and none holds `model`."""
-        generators = [a for a in self.pool if "generate" in a.cfg.roles]
-        # Judge only when every generating agent has said what it holds: a down agent may have the model.
-        if generators and all(a.info is not None for a in generators) \
-                and not any(a.has_model(model) for a in generators):
-            have = sorted({m.name for a in generators for m in a.info.models if m.complete})  # type: ignore[union-attr]
-            raise RequestError(f"model {model!r} is on no agent (they have: {', '.join(have) or 'nothing'})")
-
-    async def cached(self, content_key: str) -> CacheHit | None:
-        """The results cache's outputs for an identical job, if it ran before."""
-        return await asyncio.to_thread(self.cache.lookup, content_key)
+    async def cached(self, content_key: str, name: str = "") -> CacheHit | None:
+        """The results cache's outputs for an identical job, if it ran before (placed as output `name`)."""
+        return await asyncio.to_thread(self.cache.lookup, content_key, name)
 
     async def add(self, job: Job, content_key: str, event: JobEvent) -> tuple[Job, bool]:
         """Store a new job (queued, or done from the cache) and queue it; (job, existed) as the store says.
@@ -189,14 +184,15 @@ class Scheduler:
             return (live if live is not None else stored), True
         if job.state == "queued":
             self.enqueue(job, content_key, event.time)
-        self.bus.publish(event)
+        self.bus.publish(event)  # the Jobs service logs it, with what it knows of the request
+        self._count_end(event)
         return job, False
 
     async def resubmit(self, job: Job, event: JobEvent, now: float) -> None:
         """Record a finished job queued again (a retry) and queue it; the cache is consulted afresh."""
         await self.call(self.store.save, job, event)
         self.enqueue(job, job.spec.content_key(), now, cache_checked=False)
-        self.bus.publish(event)
+        self._publish(event)
 
     def live(self, job_id: str) -> Job | None:
         """A copy of the job while it is queued or running (None once it ended or if unknown)."""
@@ -231,7 +227,7 @@ class Scheduler:
                              time=now, job=job.copy())
             await self.call(self.store.save, job, event)
             self.entries.pop(job_id, None)
-            self.bus.publish(event)
+            self._publish(event)
             return job.copy()
         run = self.run_of(job_id)
         if run is None or run.task is None or run.finishing:
@@ -240,6 +236,22 @@ class Scheduler:
         run.task.cancel()
         await asyncio.wait({run.task}, timeout=10.0)
         return job.copy()
+
+    async def set_priority(self, job_id: str, priority: int) -> Job | None:
+        """Give a queued job a new priority (stored first); a copy of it after (None: not queued)."""
+        entry = self.entries.get(job_id)
+        if entry is None or entry.job.state != "queued":
+            return None
+        job = entry.job.copy()
+        job.spec = dataclasses.replace(job.spec, priority=priority)
+        event = JobEvent(job.id, "info", "queued", stage=job.stage, time=time.time(),
+                         message=f"priority set to {priority}", job=job.copy())
+        await self.call(self.store.set_priority, job, event)
+        if self.entries.get(job_id) is entry and entry.job.state == "queued":
+            entry.job.spec = job.spec  # QueueEntry.order() reads it: the next dispatch sees the new order
+        self._publish(event)
+        self.wake()
+        return job
 
     def subscribe(self, job_id: str = "") -> contextlib.AbstractContextManager[asyncio.Queue[JobEvent]]:
         """A queue receiving `job_id`'s events (every job's when empty) while the block runs."""
@@ -255,8 +267,11 @@ class Scheduler:
         requeued = await self.call(self.store.requeue_interrupted)
         if requeued:
             logger.info("requeued %d job(s) interrupted by the last shutdown: %s", len(requeued), ", ".join(requeued))
+        now = time.time()
         for job, _seq, not_before, content_key in await self.call(self.store.queued):
-            self.entries[job.id] = QueueEntry(job, next(self._counter), content_key, job.created, not_before)
+            # A job that ran before waited since it was put back (when, the store does not keep): count from now.
+            since = job.created if job.started is None else now
+            self.entries[job.id] = QueueEntry(job, next(self._counter), content_key, since, not_before)
         logger.info("%d job(s) queued at start-up", len(self.entries))
         await self.pool.start()
         self._task = asyncio.create_task(self._loop(), name="scheduler")
@@ -287,7 +302,10 @@ class Scheduler:
         while not self._stopping:
             self._wake.clear()
             try:
+                self._account_busy()
                 due = await self._dispatch()
+                self._account_busy()
+                self._explain_waits()
             except Exception:
                 logger.exception("dispatch failed; trying again shortly")
                 due = time.time() + 1.0
@@ -378,7 +396,7 @@ class Scheduler:
         items: list[tuple[Job, JobEvent | None, float]] = []
         for entry in batch:
             job = entry.job.copy()
-            job.start(gen.name, post.name, run.batch_id if len(batch) > 1 else "", now)
+            job.start(gen.name, post.name, run.batch_id if len(batch) > 1 else "", now, waited=now - entry.queued_at)
             where = f"generating on {gen.name}, post-processing on {post.name}"
             if retry is not None:
                 where = f"post-processing on {post.name} from the frames {gen.name} holds (no new generation)"
@@ -395,14 +413,14 @@ class Scheduler:
             self._run_of[job.id] = run
             started.append(entry)
             self._publish(event)
-            logger.info("job %s: %s", job.id, event.message if event else "")
+            self.metrics.queue_wait.observe(now - entry.queued_at)
         if not started:
             return
         run.entries = started
         # "started" is when the Generate call goes out (after the commit), as its events report it.
         now = time.time()
         for entry in started:
-            entry.job.started = now
+            entry.job.started = entry.stage_since = now
         if retry is None:
             gen.generating += 1
         else:  # nothing to generate: only the post agent works
@@ -441,12 +459,12 @@ class Scheduler:
         # watchers want to see movement, not pay for every step of a fast stage.
         if (said, p.step == p.total) == run.last_progress[1:] and now - run.last_progress[0] < PROGRESS_EVERY_S:
             for entry in run.entries if index is None else [run.entries[index]]:
-                entry.job.advance(stage)
+                self._advance(entry, stage)
             return
         run.last_progress = (now, said, p.step == p.total)
         agent = run.gen.name if source == "generate" else run.post.name
         for entry in run.entries if index is None else [run.entries[index]]:
-            entry.job.advance(stage)
+            self._advance(entry, stage)
             self.bus.publish(JobEvent(entry.job.id, "progress", "running", stage=said, step=p.step, total=p.total,
                                       message=p.message, agent=agent, time=time.time()))
 
@@ -455,13 +473,14 @@ class Scheduler:
         items: list[tuple[Job, JobEvent | None, float]] = []
         for entry, result in zip(run.entries, results, strict=True):
             job = entry.job
+            self._stage_ends(entry, now)
             if isinstance(result, pb.PostResult):
                 outputs, sha256 = list(result.output_paths), list(result.sha256)
-                if await asyncio.to_thread(self.cache.store, entry.content_key, outputs, sha256):
+                if await asyncio.to_thread(self.cache.store, entry.content_key, outputs, sha256,
+                                           output_name(job)):
                     self._cached_keys.add(entry.content_key)
                 job.finish(outputs, sha256, now)
                 done = self._event(job, "state", f"done in {now - run.started:.1f}s: {', '.join(job.outputs)}")
-                logger.info("job %s: %s", job.id, done.message)
                 items.append((job, done, 0.0))
                 continue
             items.append(self._failed(entry, result, now))
@@ -476,18 +495,19 @@ class Scheduler:
         message, retryable, dead_agent = classify(exc)
         if dead_agent:
             self.pool.mark_down(dead_agent, message)
+        why_label = reason(exc)
         if retryable and job.attempts < self.cfg.max_attempts:
+            self.metrics.retries.labels(reason=why_label).inc()
             message += self.held_retries.note(job.id, exc)
             delay = backoff_s(job.attempts, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
             job.retry_later(message)
             entry.not_before, entry.queued_at = now + delay, now
             event = self._event(job, "retry", f"{message}; retrying in {delay:.1f}s "
                                               f"(attempt {job.attempts + 1} of {self.cfg.max_attempts})")
-            logger.warning("job %s: %s", job.id, event.message)
             return job, event, entry.not_before
+        self.metrics.failures.labels(reason=why_label).inc()
         job.fail(message, now)
         why = "" if not retryable else f" after {job.attempts} attempts"
-        logger.warning("job %s failed%s: %s", job.id, why, message)
         return job, self._event(job, "state", f"failed{why}: {message}"), 0.0
 
     async def _interrupted(self, run: Run) -> None:
@@ -496,6 +516,7 @@ class Scheduler:
         items: list[tuple[Job, JobEvent | None, float]] = []
         for entry in run.entries:
             job = entry.job
+            self._stage_ends(entry, now)
             if entry.cancel_requested:
                 job.cancel(now)
                 items.append((job, self._event(job, "state", f"cancelled while running on {run.gen.name}"), 0.0))
@@ -512,13 +533,14 @@ class Scheduler:
 
     async def _complete_from_cache(self, entry: QueueEntry) -> bool:
         entry.cache_checked = True
-        hit = await asyncio.to_thread(self.cache.lookup, entry.content_key)
+        hit = await asyncio.to_thread(self.cache.lookup, entry.content_key, output_name(entry.job))
         if hit is None:
             self._cached_keys.discard(entry.content_key)
             return False
         job, now = entry.job, time.time()
         if job.state != "queued" or self.entries.get(job.id) is not entry:
             return True  # cancelled while the cache was read: nothing left to complete
+        job.queued_s += max(now - entry.queued_at, 0.0)
         job.finish_from_cache(hit.outputs, hit.sha256, now)
         event = self._event(job, "state", "done from the results cache (an identical job ran before)")
         await self.call(self.store.save, job, event)
@@ -533,5 +555,57 @@ class Scheduler:
                         agent=job.agent, time=time.time(), job=job.copy())
 
     def _publish(self, event: JobEvent | None) -> None:
-        if event is not None:
-            self.bus.publish(event)
+        """Tell watchers; a state change (or a retry, a requeue) is also the job's one log line."""
+        if event is None:
+            return
+        self.bus.publish(event)
+        bad = event.kind == "retry" or event.state == "failed"
+        logger.log(logging.WARNING if bad else logging.INFO, "job %s: %s", event.job_id, event.message)
+        self._count_end(event)
+
+    def _count_end(self, event: JobEvent) -> None:
+        """A job that ended: its time from submission into the metrics, by outcome."""
+        job = event.job
+        if event.kind == "state" and event.state in TERMINAL and job is not None and job.finished:
+            outcome = "cached" if job.cached else event.state
+            self.metrics.job_seconds.labels(outcome=outcome).observe(max(job.finished - job.created, 0.0))
+
+    def _advance(self, entry: QueueEntry, stage: str) -> None:
+        """The running job moved on to `stage`: the stage it leaves is timed."""
+        if stage != entry.job.stage:
+            now = time.time()
+            self._stage_ends(entry, now)
+            entry.stage_since = now
+        entry.job.advance(stage)
+
+    def _stage_ends(self, entry: QueueEntry, now: float) -> None:
+        if entry.stage_since and entry.job.state == "running":
+            self.metrics.stage_seconds.labels(stage=entry.job.stage).observe(max(now - entry.stage_since, 0.0))
+        entry.stage_since = 0.0
+
+    def _account_busy(self) -> None:
+        """Feed each agent's busy state to the busy-time metric (around every dispatch: every change wakes it)."""
+        self.metrics.busy.update({key: on for a in self.pool
+                                  for key, on in (((a.name, "generate"), a.generating > 0),
+                                                  ((a.name, "post"), a.posting > 0))}, time.monotonic())
+
+    def _explain_waits(self) -> None:
+        """Say why each job still queued waits (in the job, and to its watchers when the reason changes)."""
+        queued = [e for e in sorted(self.entries.values(), key=QueueEntry.order) if e.job.state == "queued"]
+        if not queued:
+            return
+        now = time.time()
+        waits = explain(queued, list(self.pool), self.runs.values(), batch_size=self.cfg.batch_size,
+                        batch_timeout_s=self.cfg.batch_timeout_s, now=now)
+        for entry in queued:
+            wait = waits[entry.job.id]
+            job = entry.job
+            if wait.key == "starting":  # an agent is free for it: the next dispatch starts it
+                job.waiting, job.expected_start = "", None
+                continue
+            job.waiting, job.expected_start = wait.reason, wait.expected
+            if wait.key != entry.told:
+                entry.told = wait.key
+                event = self._event(job, "info", job.why_waiting(now))
+                logger.debug("job %s: %s", job.id, event.message)
+                self.bus.publish(event)

@@ -68,7 +68,7 @@ class Coordinator(GrpcService):
             self._lock.release()
             raise
         if cfg.metrics_port:
-            self.metrics = Metrics("coordinator", "coordinator")
+            self.metrics = Metrics("coordinator", "coordinator", jobs=self.scheduler.metrics)
             self.metrics.serve(cfg.listen, cfg.metrics_port)
             self._metrics_task = asyncio.create_task(self._report_queue())
         await self.scheduler.start()
@@ -84,7 +84,7 @@ class Coordinator(GrpcService):
         self.token_check.set_token(security.secrets.token)
         server = grpc.aio.server(interceptors=[self.token_check], options=options.SERVER_OPTIONS)
         server.add_generic_rpc_handlers(jobs_handlers(JobsService(JobQueue(scheduler, self.cluster.presets))))
-        self.add_health(server)
+        self.add_standard_services(server)
         server.add_generic_rpc_handlers([UnknownMethods("coordinator")])
         self.port = bind(server, cfg.listen, server_credentials(security))
         return scheduler, server

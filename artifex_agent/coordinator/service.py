@@ -28,7 +28,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
 
     @unary
     async def Submit(self, request: jpb.SubmitRequest, context: grpc.aio.ServicerContext) -> jpb.SubmitReply:
-        spec = spec_from_pb(request.spec)
+        # Every problem in one INVALID_ARGUMENT, the agents' own size rules and models included.
+        spec = spec_from_pb(request.spec, self.queue.agents)
         job, existed = await self.queue.submit(spec, request.idempotency_key)
         return jpb.SubmitReply(job_id=job.id, existing=existed, job=job_to_pb(job))
 

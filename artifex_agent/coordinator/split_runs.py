@@ -1,10 +1,13 @@
-"""Split and decode-on-post jobs at the coordinator: one job on two agents through split/client.run_split.
+"""Split and decode-on-post jobs at the coordinator: one job, one Deliver, up to two generating agents.
 
 Such a job never shares a batch: it holds both agents for its whole duration (the expert
-hand-off or the per-step CFG exchange keeps both busy), its progress maps to the job's
-events like any run's, and its result or failure is recorded by the scheduler's own
-_finish/_failed. An agent lost mid-job is handled as the split client already does (the
-whole job runs again on the survivor); anything it cannot save is retried like any job.
+hand-off or the per-step CFG exchange keeps both busy). The coordinator sends one Deliver
+to the agent whose half makes the output, naming the other as its peer (delivery/split.py):
+the hand-off, the noise predictions and the frames go between the agents, never through
+here. Progress maps to the job's events like any run's; the result or failure is recorded
+by the scheduler's own _finish/_failed, and a post stage that failed while the frames stay
+held is retried from them (held_retry.py). A peer lost mid-job makes the output agent run
+the whole job itself; the output agent lost fails the attempt, which is retried like any.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from artifex_agent.coordinator import routing
 from artifex_agent.coordinator.agents import AgentHandle, AgentPool
 from artifex_agent.coordinator.batching import QueueEntry
+from artifex_agent.coordinator.held_retry import HeldRetries
+from artifex_agent.coordinator.pipeline import run_batch
 from artifex_agent.jobspec import JobSpec
-from artifex_agent.jobspec_pb import generate_request, post_spec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 if TYPE_CHECKING:
@@ -31,6 +35,7 @@ class Host(Protocol):
 
     pool: AgentPool
     entries: dict[str, QueueEntry]
+    held_retries: HeldRetries
 
     async def begin_one(self, entry: QueueEntry, gen: AgentHandle, post: AgentHandle, where: str) -> Any: ...
     def launch(self, run: Any, work: Callable[[Any], Awaitable[list[Any]]], name: str,
@@ -85,6 +90,8 @@ def choose_agents(agents: list[AgentHandle], spec: JobSpec, mode: Mode,
 async def start(sched: Host, entry: QueueEntry) -> bool:
     """Start the split job when its agents are free; False: it runs as an ordinary job (auto chose whole)."""
     spec = entry.job.spec
+    if sched.held_retries.pending(entry.job.id):
+        return False  # its frames are held: only the post stage runs again (the scheduler's held retries)
     mode = resolve_mode(spec, sched.pool, len(sched.entries))
     if mode != "none" and sum(a.can_generate(spec) for a in sched.pool) < 2:
         # One agent left able to generate: the job runs whole rather than wait (as the split client's failover).
@@ -94,8 +101,10 @@ async def start(sched: Host, entry: QueueEntry) -> bool:
     chosen = choose_agents(list(sched.pool), spec, mode, entry.job.post_agent)
     if chosen is None:
         return True  # waits for its agents
-    gen, other, post = chosen
-    run = await sched.begin_one(entry, gen, post, describe(mode, gen, other, post, spec))
+    first, second, post = chosen
+    # The Deliver goes to the agent whose half makes the output: the low-noise expert, or CFG's conditional half.
+    gen, other = (second, first) if mode == "experts" else (first, second)
+    run = await sched.begin_one(entry, gen, post, describe(mode, first, second, post, spec))
     if run is None:
         return True  # cancelled while it was being recorded
     # Both agents count as generating for the whole run (the scheduler's own release at "stream" is skipped).
@@ -113,31 +122,31 @@ def busy(agents: Iterable[AgentHandle], delta: int) -> None:
 
 
 async def work(sched: Host, run: Any, other: AgentHandle, mode: Mode) -> list[Any]:
-    """The split run: run_split on its agents, the post agent's result as the job's."""
-    from artifex_agent.split.client import run_split
+    """The split run: one Deliver to the agent that makes the output, which drives the other agent itself.
 
+    Frames, latents and hand-offs go between the agents; only progress and the result come here.
+    """
     job = run.entries[0].job
-    output = pb.PAYLOAD_KIND_LATENT if job.spec.decode_on == "post" else pb.PAYLOAD_KIND_RGB24
-    request = generate_request(job.spec, job_id=job.id, output=output)
-    spec = post_spec(job.spec, job.spec.output or f"jobs/{job.id}", job_id=job.id)
+    split = None
+    if mode != "none":
+        # run.gen makes the output (the low-noise expert, or the conditional half of CFG); `other` is its peer.
+        split = pb.SplitPlan(mode=mode, peer=other.name)
 
-    def on_progress(agent: str, p: pb.Progress) -> None:
+    def on_progress(index: int | None, source: str, p: pb.Progress) -> None:
         if p.current_stage in (pb.STAGE_SPLIT, pb.STAGE_FAILOVER):
             sched.publish_info(run, p.message)
-        source = "post" if p.current_stage in (pb.STAGE_RECEIVE, pb.STAGE_POST) else "generate"
-        sched.progress(run, None, source, p)
+        sched.progress(run, index, source, p)
 
-    result = await run_split({a.name: a.stub for a in sched.pool}, request, mode, generate_on=run.gen.name,
-                             other=other.name, post_on=run.post.name, spec=spec, on_progress=on_progress)
-    return [result.post]
+    return await run_batch(run.gen.stub, [job], job.id, on_progress, gen_name=run.gen.name, post_name=run.post.name,
+                           split=split)
 
 
-def describe(mode: Mode, gen: AgentHandle, other: AgentHandle, post: AgentHandle, spec: JobSpec) -> str:
-    """The attempt's event message."""
+def describe(mode: Mode, first: AgentHandle, second: AgentHandle, post: AgentHandle, spec: JobSpec) -> str:
+    """The attempt's event message (experts: high-noise steps on `first`; cfg: conditional passes on `first`)."""
     if mode == "none":
-        where = f"generating on {gen.name}"
+        where = f"generating on {first.name}"
     else:
-        where = f"split {mode!r} on {gen.name} + {other.name}"
+        where = f"split {mode!r} on {first.name} + {second.name}"
     where += f", post-processing on {post.name}"
     if spec.decode_on == "post":
         where += " (latents decoded there)"

@@ -22,7 +22,7 @@ from artifex_agent.jobspec import JobSpec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '',
     cached INTEGER NOT NULL DEFAULT 0,
     stage TEXT NOT NULL DEFAULT '',
-    batch_id TEXT NOT NULL DEFAULT ''
+    batch_id TEXT NOT NULL DEFAULT '',
+    queued_s REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, priority, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
 """
 _JOB_COLUMNS = ("id, state, spec, idempotency_key, attempts, agent, post_agent, created, started, finished, "
-                "outputs, sha256, error, cached, stage, batch_id, seq, not_before")
+                "outputs, sha256, error, cached, stage, batch_id, seq, not_before, queued_s")
 
 
 class Store:
@@ -85,6 +86,7 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise ConfigError(f"database {self.path} was written by a newer coordinator (schema {version})")
             db.executescript(_SCHEMA)
+            _migrate(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the coordinator database {self.path}: {exc}") from None
@@ -147,12 +149,18 @@ class Store:
             for job, event, not_before in items:
                 db.execute(
                     "UPDATE jobs SET state=?, attempts=?, agent=?, post_agent=?, started=?, finished=?, outputs=?, "
-                    "sha256=?, error=?, cached=?, stage=?, batch_id=?, not_before=? WHERE id=?",
+                    "sha256=?, error=?, cached=?, stage=?, batch_id=?, not_before=?, queued_s=? WHERE id=?",
                     (job.state, job.attempts, job.agent, job.post_agent, job.started, job.finished,
                      json.dumps(job.outputs), json.dumps(job.sha256), job.error, int(job.cached), job.stage,
-                     job.batch_id, not_before, job.id))
+                     job.batch_id, not_before, job.queued_s, job.id))
                 if event is not None:
                     event.seq = self._event(event)
+
+    def set_priority(self, job: Job, event: JobEvent) -> None:
+        """Write a queued job's new priority (its spec and the column the queue is read in order of)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET priority=?, spec=? WHERE id=?", (job.spec.priority, job.spec.to_json(), job.id))
+            event.seq = self._event(event)
 
     def _event(self, ev: JobEvent) -> int:
         cur = self.db.execute(
@@ -193,7 +201,7 @@ class Store:
         """Every queued job with its submission order, retry time and content key, in queue order."""
         rows = self.db.execute(f"SELECT {_JOB_COLUMNS}, content_key FROM jobs WHERE state='queued' "
                                "ORDER BY priority DESC, seq")
-        return [(_job(r), int(r[16]), float(r[17]), str(r[18])) for r in rows]
+        return [(_job(r), int(r[16]), float(r[17]), str(r[19])) for r in rows]
 
     def events(self, job_id: str) -> list[JobEvent]:
         rows = self.db.execute("SELECT seq, time, kind, state, stage, message, agent FROM events WHERE job_id=? "
@@ -203,6 +211,13 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         return {state: n for state, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database an older coordinator wrote up to SCHEMA_VERSION (CREATE TABLE IF NOT EXISTS skips it)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "queued_s" not in columns:  # schema 2
+        db.execute("ALTER TABLE jobs ADD COLUMN queued_s REAL NOT NULL DEFAULT 0")
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -218,4 +233,4 @@ def _job(row: tuple[Any, ...]) -> Job:
         id=row[0], state=row[1], spec=JobSpec.from_stored(row[2]), idempotency_key=row[3] or "", attempts=row[4],
         agent=row[5], post_agent=row[6], created=row[7], started=row[8], finished=row[9],
         outputs=json.loads(row[10]), sha256=json.loads(row[11]), error=row[12], cached=bool(row[13]),
-        stage=row[14], batch_id=row[15])
+        stage=row[14], batch_id=row[15], queued_s=float(row[18]))

@@ -333,27 +333,21 @@ class GenerationEngine:
             if req.image is not None:
                 raise RequestError("an image was given but task is t2v: set task i2v to use it")
         rules = size_rules(entry)
-        for label, value, limit in (("width", req.width, self.max_width), ("height", req.height, self.max_height)):
+        for label, value in (("width", req.width), ("height", req.height)):
             if not isinstance(value, int) or value <= 0:
                 raise RequestError(f"{label} must be a positive whole number of pixels, got {value!r}")
-            if value % rules.spatial:
-                lower = max(value // rules.spatial * rules.spatial, rules.spatial)
-                raise RequestError(
-                    f"{label} must be a multiple of {rules.spatial} for {req.model}; "
-                    f"got {value} (try {lower} or {lower + rules.spatial})"
-                )
+        n = req.num_frames
+        if not isinstance(n, int) or n < 1:
+            raise RequestError(f"num_frames must be {rules.temporal}k+1, e.g. 81; got {n}")
+        # The same rules (and words) the coordinator checks at Submit, from this agent's Info.
+        problems = rules.problems(req.width, req.height, n, req.model, frames_label="num_frames")
+        if problems:
+            raise RequestError("; ".join(problems))
+        for label, value, limit in (("width", req.width, self.max_width), ("height", req.height, self.max_height)):
             if value > limit:
                 raise RequestError(f"{label} {value} is over this agent's limit of {limit}")
-        n, k = req.num_frames, rules.temporal
-        if not isinstance(n, int) or n < 1 or (n - 1) % k:
-            near = max(round((n - 1) / k), 0) * k + 1 if isinstance(n, int) else 81
-            raise RequestError(f"num_frames must be {k}k+1, e.g. {near}; got {n}")
         if n > self.max_frames:
             raise RequestError(f"num_frames {n} is over this agent's limit of {self.max_frames}")
-        latent_frames = (n - 1) // k + 1
-        if max(latent_frames, req.width // rules.spatial, req.height // rules.spatial) > rules.max_positions:
-            raise RequestError(f"{n} frames at {req.width}x{req.height} is more than {req.model}'s position "
-                               f"embedding covers ({rules.max_positions} positions per axis)")
         if not isinstance(req.steps, int) or not 1 <= req.steps <= MAX_STEPS:
             raise RequestError(f"steps must be within 1..{MAX_STEPS}, got {req.steps!r}")
         for label, scale in (("guidance_scale", req.guidance_scale), ("guidance_scale_2", req.guidance_scale_2)):

@@ -47,6 +47,29 @@ class SizeRules:
     # RoPE positions per axis (latent frames, height and width patches must fit).
     max_positions: int = 1024
 
+    def problems(self, width: int, height: int, frames: int, model: str,
+                 frames_label: str = "frames") -> list[str]:
+        """Every way a clip of this size breaks the rules, each with the field named and sizes that would do."""
+        found = []
+        for label, value in (("width", width), ("height", height)):
+            if value % self.spatial:
+                lower = max(value // self.spatial * self.spatial, self.spatial)
+                found.append(f"{label} must be a multiple of {self.spatial} for {model}; "
+                             f"got {value} (try {lower} or {lower + self.spatial})")
+        k = self.temporal
+        if (frames - 1) % k:
+            near = max(round((frames - 1) / k), 0) * k + 1
+            found.append(f"{frames_label} must be {k}k+1, e.g. {near}; got {frames}")
+        elif max((frames - 1) // k + 1, width // self.spatial, height // self.spatial) > self.max_positions:
+            found.append(f"{frames} frames at {width}x{height} is more than {model}'s position embedding "
+                         f"covers ({self.max_positions} positions per axis)")
+        return found
+
+
+# What every Wan2.2 model accepts (VAE 8x x patch 2 in space, VAE 4x in time; TI2V-5B asks more,
+# 32): what a client checks before it knows which rules the agents read from the model itself.
+WAN_SIZE_RULES = SizeRules(spatial=16, temporal=4)
+
 
 def size_rules(entry: ModelEntry) -> SizeRules:
     """Size rules read from a model's vae and transformer configs (Wan defaults where absent)."""

@@ -22,8 +22,15 @@ def _gpu_required(agent: AgentState) -> bool:
 def unreachable_reason(agent: AgentState) -> tuple[str, str]:
     """Why `agent` did not answer, naming the link toward it when there is one; (reason, what to do)."""
     reason = agent.error or "did not answer"
-    start = (f"start it on its PC (artifex-agent serve --name {agent.name}), check the link and the firewall"
-             if "token" not in reason else "use the same [security] token (or ARTIFEX_TOKEN) on both PCs")
+    if reason.startswith("TLS:"):
+        start = "one CA for all PCs (`artifex-agent certs`); tls_ca, tls_cert and tls_key set on each"
+    elif "token" in reason:
+        start = "use the same [security] token (or ARTIFEX_TOKEN) on both PCs"
+    elif agent.local:
+        # On this PC: no link or firewall in between, only a process that is not running.
+        start = f"start it: artifex-agent up --config FILE (or artifex-agent serve --name {agent.name})"
+    else:
+        start = f"start it on its PC (artifex-agent serve --name {agent.name}), check the link and the firewall"
     if agent.local:
         return reason, start
     iface = interface_for(agent.host)

@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 # disturb each other's figures; --quick leaves "bandwidth" out.
 Stage = Literal["local", "agents", "measure", "bandwidth"]
 # Modules whose @check functions make up `health`, in the order of the table.
-CHECK_MODULES = ("artifex_agent.health.agents", "artifex_agent.health.system", "artifex_agent.health.pairs",
-                 "artifex_agent.health.storage")
+CHECK_MODULES = ("artifex_agent.health.agents", "artifex_agent.health.processes", "artifex_agent.health.system",
+                 "artifex_agent.health.pairs", "artifex_agent.health.storage")
 
 
 @dataclass
@@ -125,7 +125,7 @@ class HealthContext:
         await asyncio.gather(*(self._connect_one(a) for a in self.agents))
 
     async def _connect_one(self, agent: AgentState) -> None:
-        from artifex_agent.health.link import describe_rpc_error
+        from artifex_agent.health.link import describe_failure
 
         health = health_pb2_grpc.HealthStub(agent.channel)
         t0 = time.perf_counter()
@@ -139,7 +139,7 @@ class HealthContext:
             agent.serving = True
             agent.info = await agent.stub.info(timeout=self.info_timeout)
         except grpc.aio.AioRpcError as exc:
-            agent.error = describe_rpc_error(exc, agent.address, self.connect_timeout)
+            agent.error = await describe_failure(exc, agent.address, self.cluster.security, self.connect_timeout)
 
     async def close(self) -> None:
         await asyncio.gather(*(a.channel.close() for a in self.agents), return_exceptions=True)

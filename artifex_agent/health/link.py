@@ -4,6 +4,7 @@ Diagnostics.Probe (from the agent to its peer), so both sides measure the same w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from artifex_agent.config import SecurityConfig
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import options, wire
 from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.transport.diagnose import explain
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +161,13 @@ async def measure_upload(stub: AgentStub, seconds: float, *, chunk_bytes: int = 
                       system_cpu=system_cpu)
 
 
+async def describe_failure(exc: grpc.aio.AioRpcError, address: str, security: SecurityConfig,
+                           deadline_s: float | None = None, who: str = "the agent") -> str:
+    """describe_rpc_error, but a TLS or token mistake named as such (a TLS probe runs off the event loop)."""
+    named = await asyncio.to_thread(explain, exc, address, security, who)
+    return named or describe_rpc_error(exc, address, deadline_s)
+
+
 def describe_rpc_error(exc: grpc.aio.AioRpcError, address: str, deadline_s: float | None = None) -> str:
     """A one-line reason an agent did not answer, without gRPC's internals."""
     code = exc.code()
@@ -202,7 +211,7 @@ async def probe_peer(request: pb.ProbeRequest, security: SecurityConfig, token: 
             result.upload_gbit, result.upload_cpu, result.upload_system_cpu = up.gbit, up.cpu, up.system_cpu
         result.reachable = True
     except grpc.aio.AioRpcError as exc:
-        result.error = describe_rpc_error(exc, address, timeout)
+        result.error = await describe_failure(exc, address, security, timeout)
     except ConnectionError as exc:
         result.error = f"{address}: {exc}"
     finally:

@@ -16,6 +16,7 @@ import psutil
 
 from artifex_agent.config import split_hostport
 from artifex_agent.health.checks import CheckResult, HealthContext, check
+from artifex_agent.health.processes import coordinator_expected
 from artifex_agent.hosts import host_ip, is_local_host
 
 logger = logging.getLogger(__name__)
@@ -273,19 +274,22 @@ async def ports(ctx: HealthContext) -> list[CheckResult]:
         if a.metrics_port:
             targets.append((f"metrics port {a.name}", host, a.metrics_port, False))
     coord = ctx.cluster.coordinator
-    if coord.address:
+    if coordinator_expected(ctx.cluster):
         host, port = split_hostport(coord.dial_address)
         targets.append(("port coordinator", host, port, False))
     states = await asyncio.gather(*(asyncio.to_thread(tcp_port_state, h, p, ctx.connect_timeout)
                                     for _, h, p, _ in targets))
-    def fix(port: int, what: str) -> str:
+    def fix(host: str, port: int, what: str) -> str:
         if "unreachable" in what.lower():
             return LINK_FIRST
+        if is_local_host(host):
+            # No firewall stands between a process and this PC's own addresses.
+            return "start the process (artifex-agent up --config FILE)"
         return (f"start the process, or open {port}/tcp in the firewall "
                 f"(ufw allow from {ctx.cluster.network.subnet} to any port {port} proto tcp)")
 
     return [CheckResult(name, ok=ok, required=required, value=f"{host}:{port} {what}", target="open",
-                        fix="" if ok else fix(port, what))
+                        fix="" if ok else fix(host, port, what))
             for (name, host, port, required), (ok, what) in zip(targets, states, strict=True)]
 
 
@@ -295,6 +299,9 @@ async def sysctls(ctx: HealthContext) -> list[CheckResult]:
     if not sys.platform.startswith("linux"):
         return [CheckResult("network tuning", ok=True, required=False, value=f"not checked on {sys.platform}",
                             fix="", target="`config render` writes the PowerShell tuning")]
+    if not await asyncio.to_thread(_remote_links, ctx):
+        return [CheckResult("network tuning", ok=True, required=False, target="the seed's sysctl values",
+                            value="all agents on this machine: no link to tune")]
     rows = []
     for key, how, want, seed in SEED_SYSCTLS:
         current = read_sysctl(key)

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from artifex_agent.config import AgentConfig, ClusterConfig, split_hostport
+from artifex_agent.config import AgentConfig, ClusterConfig, network_problems, split_hostport
 from artifex_agent.errors import ConfigError
 
 # Fixed ports for the NFSv3 side services (Windows' NFS client speaks v3 only, which needs
@@ -113,6 +113,10 @@ def agent_ip(agent: AgentConfig) -> str:
 def build_plan(cluster: ClusterConfig) -> Plan:
     """Group agents by link address into PCs; refuse what cannot be rendered, saying why."""
     net = cluster.network
+    # A value the NIC or Windows would refuse is never written into netplan or PowerShell.
+    bad = network_problems(net)
+    if bad:
+        raise ConfigError("; ".join(bad))
     try:
         subnet = ipaddress.IPv4Network(net.subnet, strict=False)
     except ValueError as exc:

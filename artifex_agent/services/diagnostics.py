@@ -14,7 +14,7 @@ from artifex_agent import PROTOCOL_VERSION, __version__
 from artifex_agent.config import AgentConfig, ClusterConfig, is_loopback, split_hostport
 from artifex_agent.engines import gpu
 from artifex_agent.engines.encode import available_encoders
-from artifex_agent.engines.models import list_models
+from artifex_agent.engines.models import ModelEntry, list_models, size_rules
 from artifex_agent.errors import ConfigError, RequestError
 from artifex_agent.health import link
 from artifex_agent.health.system import interface_for
@@ -65,9 +65,7 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
             name=self.cfg.name, protocol_version=PROTOCOL_VERSION, version=__version__,
             hostname=socket.gethostname(), platform=platform.platform(),
             gpus=[pb.GpuInfo(**g) for g in gpus], gpu_problem=problem,
-            models=[pb.ModelInfo(name=m.name, model_kind=MODEL_KIND.to_pb(m.kind), complete=m.complete,
-                                 problem=m.problem, two_experts=m.two_experts)
-                    for m in list_models(self.cfg.models_root)],
+            models=[model_info(m) for m in list_models(self.cfg.models_root)],
             encoders=available_encoders(), roles=list(self.cfg.roles),
             torch_version=torch_v, cuda_version=cuda_v, time_unix=time.time(),
             active_streams=self.activity.count, cuda_available=cuda_available(),
@@ -124,3 +122,16 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
         if request.echo_count > MAX_PROBE_ECHOES or not 0 <= request.bandwidth_seconds <= MAX_PROBE_SECONDS:
             raise RequestError(f"probe asks too much (at most {MAX_PROBE_ECHOES} echoes, {MAX_PROBE_SECONDS:.0f} s)")
         return await link.probe_peer(request, self.cluster.security, self.cluster.security.secrets.token)
+
+
+def model_info(m: ModelEntry) -> pb.ModelInfo:
+    """A model as Info lists it; a complete video model with its size rules, so the coordinator checks sizes."""
+    info = pb.ModelInfo(name=m.name, model_kind=MODEL_KIND.to_pb(m.kind), complete=m.complete,
+                        problem=m.problem, two_experts=m.two_experts)
+    if m.complete and m.kind != "upscale":
+        try:
+            rules = size_rules(m)
+        except (TypeError, ValueError, IndexError):  # a malformed config: the agent refuses its jobs itself
+            return info
+        info.size_multiple, info.frame_step, info.max_positions = rules.spatial, rules.temporal, rules.max_positions
+    return info

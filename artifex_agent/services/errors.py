@@ -71,6 +71,10 @@ T = TypeVar("T")
 
 
 def status_for(exc: ArtifexError) -> grpc.StatusCode:
+    # Another agent's answer passed on (transport/post_call.RemoteError) keeps its status.
+    passed_on = getattr(exc, "code", None)
+    if isinstance(passed_on, grpc.StatusCode):
+        return passed_on
     for kind, code in _CODES:
         if isinstance(exc, kind):
             return code

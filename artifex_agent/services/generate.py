@@ -16,6 +16,7 @@ import grpc
 from artifex_agent.config import AgentConfig, ClusterConfig
 from artifex_agent.delivery.deliverer import Deliverer
 from artifex_agent.delivery.payload import Payload
+from artifex_agent.delivery.split import check_plan, split_generation
 from artifex_agent.engines.generation import GenerationEngine, GenerationRequest, GenerationResult
 from artifex_agent.engines.paths import confined_path
 from artifex_agent.errors import RequestError
@@ -27,6 +28,7 @@ from artifex_agent.services.activity import Activity
 from artifex_agent.services.admission import Admission, Limits
 from artifex_agent.services.errors import streaming
 from artifex_agent.services.pump import Pump
+from artifex_agent.split.local import LocalSplit
 from artifex_agent.transport import wire
 from artifex_agent.transport.clips import ClipStream
 
@@ -99,7 +101,8 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
     """Runs one generation at a time on this agent's GPU and streams the result."""
 
     def __init__(self, engine: GenerationEngine, cfg: AgentConfig, activity: Activity, chunk_bytes: int = 0,
-                 admission: Admission | None = None, deliverer: Deliverer | None = None) -> None:
+                 admission: Admission | None = None, deliverer: Deliverer | None = None,
+                 local_split: LocalSplit | None = None) -> None:
         self.engine = engine
         self.cfg = cfg
         self.activity = activity
@@ -107,6 +110,8 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
         self.admission = admission or Admission(Limits.of(cfg))
         # Where Deliver sends its frames (the cluster file's agents, or this process).
         self.deliverer = deliverer or Deliverer(cfg, ClusterConfig(agents=[cfg]), activity, engine, chunk_bytes)
+        # This agent's half of a split Deliver, called in process (split/local.py).
+        self.local_split = local_split
         # The GPU runs one pipeline at a time; a single worker thread keeps torch off the event loop.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
@@ -129,18 +134,33 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
             post_agent = self.deliverer.post_agent(request)  # an unknown agent is refused before any work
             ticket.begin()
             job_id = request.generate.job_id
+            split = request.split if request.HasField("split") and not request.reuse_held else None
+            if split is not None:
+                check_plan(split, request.generate, self.cfg, self.deliverer.peers)
             if request.reuse_held:
                 payload = self.deliverer.held.get(job_id)
             else:
                 ticket.hold(request.generate.ByteSize())
-                runs: list[Pump[GenerationResult]] = []
-                with self.activity.track("generate", job_id):
-                    async with contextlib.aclosing(self._generation(request.generate, runs)) as events:
-                        async for raw in events:
-                            yield pb.DeliverEvent.FromString(raw)  # Progress is field 1 of both events
-                    result, started = runs[0].result(), runs[0].started  # a failed generation fails in the tally
-                payload = Payload(result.fps, result.model, request.generate.width, request.generate.height,
-                                  rgb=result.frames, latents=None if result.latents is None else result.latents.numpy())
+                started = time.monotonic()
+                made: list[Payload] = []
+                if split is not None:
+                    # Both halves from here; nothing made: the peer was lost, and the job runs whole below.
+                    async with contextlib.aclosing(split_generation(
+                            split, request.generate, name=self.cfg.name, local=self._local_split(),
+                            peers=self.deliverer.peers, out=made)) as split_events:
+                        async for event in split_events:
+                            yield event
+                if not made:
+                    runs: list[Pump[GenerationResult]] = []
+                    with self.activity.track("generate", job_id):
+                        async with contextlib.aclosing(self._generation(request.generate, runs)) as events:
+                            async for raw in events:
+                                yield pb.DeliverEvent.FromString(raw)  # Progress is field 1 of both events
+                        result, started = runs[0].result(), runs[0].started  # a failed generation fails in the tally
+                    made.append(Payload(result.fps, result.model, request.generate.width, request.generate.height,
+                                        rgb=result.frames,
+                                        latents=None if result.latents is None else result.latents.numpy()))
+                payload = made[0]
                 self.deliverer.keep(job_id, payload)
                 frame_count = payload.stream().header.frame_count
                 yield pb.DeliverEvent(progress=pb.Progress(current_stage=pb.STAGE_STREAM, step=frame_count,
@@ -148,6 +168,11 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
             async with contextlib.aclosing(self.deliverer.deliver(request, post_agent, payload, ticket)) as events:
                 async for event in events:
                     yield event
+
+    def _local_split(self) -> LocalSplit:
+        if self.local_split is None:
+            raise RequestError("this agent does not run split jobs")
+        return self.local_split
 
     async def _generation(self, request: pb.GenerateRequest,
                           runs: list[Pump[GenerationResult]]) -> AsyncGenerator[bytes, None]:

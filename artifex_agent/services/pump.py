@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
 from typing import Any, Generic, TypeVar
 
+from artifex_agent.errors import ArtifexError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import wire
 from artifex_agent.vocabulary import Stage
 from artifex_agent.wire_enums import stage_to_pb
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -74,8 +77,23 @@ class Pump(Generic[T]):
                 getter.cancel()  # the handler was closed while waiting
             # The client went away (or we failed): stop between steps and free the engine.
             self.cancel.set()
+            if not future.done():
+                # Nobody will ask for its result now: take it when the work stops, or asyncio logs
+                # "Future exception was never retrieved" with a traceback for an ordinary cancel.
+                future.add_done_callback(_abandoned)
 
     def result(self) -> T:
         """The work's return value, or its exception raised here."""
         assert self._future is not None and self._future.done(), "result() before run() ended"
         return self._future.result()
+
+
+def _abandoned(future: asyncio.Future[Any]) -> None:
+    """The end of work whose stream was closed first: expected errors (a cancel) quietly, others in full."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is None or isinstance(exc, ArtifexError):
+        logger.debug("work ended after its stream closed: %s", exc or "ok")
+    else:
+        logger.error("work failed after its stream closed", exc_info=exc)

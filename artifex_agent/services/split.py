@@ -77,23 +77,23 @@ class SplitService:
     @streaming_with_error_event(_error_event)
     def Denoise(self, request_iterator: AsyncIterable[bytes],
                 context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        return self._admitted("Denoise", self._denoise, request_iterator)
+        return self.admitted("Denoise", self.denoise_events, request_iterator)
 
     @streaming_with_error_event(_error_event)
     def CfgPeer(self, request_iterator: AsyncIterable[bytes],
                 context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        return self._admitted("CfgPeer", self._cfg_peer, request_iterator)
+        return self.admitted("CfgPeer", self.cfg_events, request_iterator)
 
-    async def _admitted(self, method: str, run: Callable[[AsyncIterator[bytes], Ticket], AsyncGenerator[bytes, None]],
-                        request_iterator: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        """`run`'s messages under the stream's admission ticket."""
+    async def admitted(self, method: str, run: Callable[[AsyncIterator[bytes], Ticket], AsyncGenerator[bytes, None]],
+                       request_iterator: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+        """`run`'s messages under the stream's admission ticket (the RPCs, and split/local.py in process)."""
         with self.admission.stream(method) as ticket:
             # Closed here, not later by the garbage collector: the worker is told to stop at once.
             async with contextlib.aclosing(run(aiter(request_iterator), ticket)) as events:
                 async for event in events:
                     yield event
 
-    async def _denoise(self, incoming: AsyncIterator[bytes], ticket: Ticket) -> AsyncGenerator[bytes, None]:
+    async def denoise_events(self, incoming: AsyncIterator[bytes], ticket: Ticket) -> AsyncGenerator[bytes, None]:
         started = time.monotonic()
         spec: spb.DenoiseSpec = await inbound.read_spec(ticket, incoming, spb.DenoiseRequest, "DenoiseSpec")
         req = self._request(spec.request)
@@ -137,7 +137,7 @@ class SplitService:
             logger.info("job %s: handed off after step %d of %d (%d bytes)", spec.request.job_id or "-",
                         header.next_step, header.total_steps, header.total_bytes)
 
-    async def _cfg_peer(self, incoming: AsyncIterator[bytes], ticket: Ticket) -> AsyncGenerator[bytes, None]:
+    async def cfg_events(self, incoming: AsyncIterator[bytes], ticket: Ticket) -> AsyncGenerator[bytes, None]:
         started = time.monotonic()
         spec: spb.CfgSpec = await inbound.read_spec(ticket, incoming, spb.CfgRequest, "CfgSpec")
         ticket.begin()

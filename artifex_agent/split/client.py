@@ -25,7 +25,7 @@ from artifex_agent.errors import RequestError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.split import messages, streams
 from artifex_agent.split.cfg import check_guidance
-from artifex_agent.split.streams import AgentLost, Calls, ProgressCallback, SplitStats
+from artifex_agent.split.streams import AgentLost, Calls, Peer, ProgressCallback, SplitStats
 from artifex_agent.transport import frames, options, post_call, wire
 from artifex_agent.transport.channel import AgentStub, open_channel
 
@@ -76,7 +76,7 @@ async def cluster_stubs(cluster: ClusterConfig) -> AsyncIterator[dict[str, Agent
             await channel.close()
 
 
-async def run_split(agents: Mapping[str, AgentStub], request: pb.GenerateRequest, mode: Mode, *,
+async def run_split(agents: Mapping[str, Peer], request: pb.GenerateRequest, mode: Mode, *,
                     generate_on: str, other: str, post_on: str | None = None, spec: pb.PostSpec | None = None,
                     on_progress: ProgressCallback | None = None, failover: bool = True, stop_step: int = 0,
                     timeout: float | None = None) -> SplitResult:
@@ -112,8 +112,8 @@ async def run_split(agents: Mapping[str, AgentStub], request: pb.GenerateRequest
             stream = streams.cfg_stream(stubs, request, generate_on, other, calls, result.stats,
                                         on_progress=on_progress, timeout=timeout)
         else:
-            stream = streams.whole_stream(stubs[generate_on], generate_on, request, calls, on_progress=on_progress,
-                                          timeout=timeout)
+            stream = streams.whole_stream(_remote(stubs, generate_on), generate_on, request, calls,
+                                          on_progress=on_progress, timeout=timeout)
         await _consume(result, stream, stubs, post_on, spec, on_progress, timeout)
     except AgentLost as lost:
         calls.cancel()
@@ -127,13 +127,21 @@ async def run_split(agents: Mapping[str, AgentStub], request: pb.GenerateRequest
         if on_progress is not None:
             on_progress(survivor, pb.Progress(current_stage=pb.STAGE_FAILOVER, message=result.failover))
         post_target = survivor if post_on == lost.agent else post_on
-        stream = streams.whole_stream(stubs[survivor], survivor, request, calls, on_progress=on_progress,
+        stream = streams.whole_stream(_remote(stubs, survivor), survivor, request, calls, on_progress=on_progress,
                                       timeout=timeout)
         await _consume(result, stream, stubs, post_target, spec, on_progress, timeout)
     finally:
         calls.cancel()
     result.total_s = time.monotonic() - started
     return result
+
+
+def _remote(stubs: Mapping[str, Peer], name: str) -> AgentStub:
+    """The agent's stub for Generate/PostProcess, which only remote agents are called for."""
+    stub = stubs[name]
+    if not isinstance(stub, AgentStub):
+        raise RequestError(f"{name} takes part in process here; it cannot run the whole job or post-process for it")
+    return stub
 
 
 def describe(mode: Mode, first: str, second: str) -> str:
@@ -145,12 +153,12 @@ def describe(mode: Mode, first: str, second: str) -> str:
     return f"whole job on {first}"
 
 
-async def _consume(result: SplitResult, stream: AsyncIterator[bytes], stubs: dict[str, AgentStub],
+async def _consume(result: SplitResult, stream: AsyncIterator[bytes], stubs: dict[str, Peer],
                    post_on: str | None, spec: pb.PostSpec | None, on_progress: ProgressCallback | None,
                    timeout: float | None) -> None:
     try:
         if post_on is not None and spec is not None:
-            result.post = await post_stream(stubs[post_on], post_on, spec, stream, on_progress=on_progress,
+            result.post = await post_stream(_remote(stubs, post_on), post_on, spec, stream, on_progress=on_progress,
                                             timeout=timeout)
         else:
             result.output = await collect(stream)

@@ -18,11 +18,11 @@ import grpc
 
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import split_pb2 as spb
-from artifex_agent.relay import RemoteError
 from artifex_agent.split import messages
+from artifex_agent.split.local import LocalSplit
 from artifex_agent.transport import methods
 from artifex_agent.transport.channel import AgentStub
-from artifex_agent.transport.post_call import Gate, refusal
+from artifex_agent.transport.post_call import Gate, RemoteError, refusal
 from artifex_agent.transport.wire import ERROR, HANDOFF, HEADER, NOISE, PROGRESS, TRAILER
 
 # Statuses that mean the agent (or the way to it) broke, not that the job is wrong: fail over on these.
@@ -92,13 +92,21 @@ class Calls:
         self._calls.clear()
 
 
-def denoise_call(stub: AgentStub, requests: Any, timeout: float | None = None) -> Any:
+# An agent to call: over gRPC, or this agent's own SplitService in process (split/local.py).
+Peer = AgentStub | LocalSplit
+
+
+def denoise_call(stub: Peer, requests: Any, timeout: float | None = None) -> Any:
     """Split.Denoise: raw DenoiseRequest messages in, raw DenoiseEvent messages out."""
+    if isinstance(stub, LocalSplit):
+        return stub.denoise(requests)
     return methods.DENOISE.multicallable(stub.channel)(requests, metadata=stub.metadata, timeout=timeout)
 
 
-def cfg_call(stub: AgentStub, requests: Any, timeout: float | None = None) -> Any:
+def cfg_call(stub: Peer, requests: Any, timeout: float | None = None) -> Any:
     """Split.CfgPeer: raw CfgRequest messages in, raw CfgEvent messages out."""
+    if isinstance(stub, LocalSplit):
+        return stub.cfg_peer(requests)
     return methods.CFG_PEER.multicallable(stub.channel)(requests, metadata=stub.metadata, timeout=timeout)
 
 
@@ -135,7 +143,7 @@ async def whole_stream(stub: AgentStub, name: str, request: pb.GenerateRequest, 
         raise agent_error(name, exc.code(), exc.details() or "") from None
 
 
-async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateRequest, first: str, second: str,
+async def expert_stream(agents: dict[str, Peer], request: pb.GenerateRequest, first: str, second: str,
                         calls: Calls, stats: SplitStats, *, on_progress: ProgressCallback | None = None,
                         stop_step: int = 0, timeout: float | None = None) -> AsyncIterator[bytes]:
     """High-noise steps on `first`, the hand-off streamed through here, low-noise steps and output on `second`.
@@ -197,7 +205,7 @@ async def expert_stream(agents: dict[str, AgentStub], request: pb.GenerateReques
 _END = object()
 
 
-async def cfg_stream(agents: dict[str, AgentStub], request: pb.GenerateRequest, first: str, second: str,
+async def cfg_stream(agents: dict[str, Peer], request: pb.GenerateRequest, first: str, second: str,
                      calls: Calls, stats: SplitStats, *, on_progress: ProgressCallback | None = None,
                      timeout: float | None = None) -> AsyncIterator[bytes]:
     """Conditional passes and the output on `first`, unconditional passes on `second`, predictions swapped here."""

@@ -1,7 +1,8 @@
 """Every RPC once: service, method, cardinality, message types, and which directions are raw bytes.
 
 The agent's and the coordinator's server handlers, the client calls (transport/channel.py, split/streams.py) and the
-names the health service reports are built from these rows; tests/transport/test_methods.py
+names the health service and server reflection report are built from these rows (reflection describes them from
+the generated descriptors these imports register); tests/transport/test_methods.py
 holds them against the generated descriptors, so a proto change the table misses fails there.
 A raw direction has no (de)serializer: gRPC passes the bytes through and transport/wire.py
 writes and reads them, because a protobuf `bytes` field costs about half the throughput.
@@ -102,7 +103,7 @@ JOBS: tuple[Rpc, ...] = (
 
 
 def services(rpcs: Iterable[Rpc]) -> tuple[str, ...]:
-    """The services of `rpcs`, in table order (the names the health service reports)."""
+    """The services of `rpcs`, in table order (the names the health service and reflection report)."""
     return tuple(dict.fromkeys(rpc.service for rpc in rpcs))
 
 

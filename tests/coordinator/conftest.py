@@ -58,15 +58,19 @@ class Coordinator:
         self.cluster = cluster
         self.port = free_port()
         presets: dict[str, dict[str, Any]] = settings.pop("presets", {})
+        # No web page unless a test asks for one: many coordinators run at once, each would want port 8265.
+        web: dict[str, Any] = settings.pop("web", {"listen": ""})
         coordinator = {"listen": f"127.0.0.1:{self.port}", "database": str(workdir / "jobs.db"),
                        "results_cache": str(workdir / "cache"), "batch_size": 1, "batch_timeout_s": 0.0,
                        "health_interval_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 1.0, **settings}
         tables: dict[str, dict[str, Any]] = {}
         for agent in cluster.config.agents:
+            # output_root as the agents have it: the web page serves files only from there.
             tables[agent.name] = {"address": agent.dial_address, "prefer": list(agent.prefer),
+                                  "output_root": str(agent.output_root),
                                   "roles": (roles or {}).get(agent.name, list(agent.roles)),
                                   "inputs_root": str(agent.inputs_root)}
-        sections: dict[str, dict[str, Any]] = {"coordinator": coordinator}
+        sections: dict[str, dict[str, Any]] = {"coordinator": coordinator, "web": web}
         sections.update({f"presets.{name}": table for name, table in presets.items()})
         if token:
             sections["security"] = {"token": token}

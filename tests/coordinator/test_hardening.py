@@ -48,6 +48,7 @@ class Local:
         self.workdir = workdir
         sections: dict[str, Any] = {"coordinator": {"listen": "127.0.0.1:0", "database": str(workdir / "jobs.db"),
                                                     "results_cache": str(workdir / "cache")},
+                                    "web": {"listen": ""},
                                     "agents": {"gone": {"address": f"127.0.0.1:{free_port()}"}}}
         if token:
             sections["security"] = {"token": token}
@@ -115,7 +116,7 @@ def test_a_coordinator_killed_with_sigkill_leaves_no_stale_lock(tmp_path: Path) 
     database = tmp_path / "jobs.db"
     config = write_cluster_toml(tmp_path / "c.toml", {"gone": {"address": f"127.0.0.1:{free_port()}"}},
                                 coordinator={"listen": "127.0.0.1:0", "database": str(database),
-                                             "results_cache": str(tmp_path / "cache")})
+                                             "results_cache": str(tmp_path / "cache")}, web={"listen": ""})
     child = ChildProcess(["coordinator", "--config", str(config), "--port-file", str(tmp_path / "port")],
                          tmp_path / "coordinator.log", tmp_path / "port").start()
     try:

@@ -22,16 +22,24 @@ def _frames(path: str) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
-def test_expert_split_job_runs_on_both_agents_through_the_queue(coordinator: Coordinator) -> None:
+@pytest.mark.parametrize("split, fields, output_agent", [
+    # The Deliver goes to the agent whose half makes the output: the low-noise expert (b) ...
+    ("experts", {}, "b"),
+    # ... or CFG's conditional half (a), which needs guidance.
+    ("cfg", {"guidance": 3.0}, "a"),
+])
+def test_a_split_job_runs_on_both_agents_through_the_queue(coordinator: Coordinator, split: str,
+                                                          fields: dict[str, Any], output_agent: str) -> None:
     with coordinator.client() as client:
         coordinator.wait_for_agents(client)
-        job_id = client.submit(spec("a split fox", seed=11, split="experts"))
+        job_id = client.submit(spec("a split fox", seed=11, split=split, **fields))
         job = client.wait(job_id, timeout=60)
         assert job.state == "done", job.error
         assert [Path(p).exists() for p in job.outputs] == [True]
         assert _frames(job.outputs[0]) == 5
+        assert job.agent == output_agent, job
         messages = [e.message for e in client.watch(job_id, history=True, timeout=10)]
-    assert any("split 'experts' on a + b" in m for m in messages), messages
+    assert any(f"split '{split}' on a + b" in m for m in messages), messages
 
 
 def test_decode_on_post_job_sends_latents_to_the_post_agent(coordinator: Coordinator) -> None:

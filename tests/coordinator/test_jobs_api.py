@@ -93,7 +93,8 @@ def test_a_repeated_job_completes_at_once_from_the_cache(coordinator: Coordinato
         assert again.state == "done" and again.cached and again.attempts == 0 and again.agent == ""
         assert again.sha256 == first.sha256
         assert Path(again.outputs[0]).is_file()
-        assert str(coordinator.workdir / "cache") in again.outputs[0]
+        # Where a fresh run would have written it (issue 14, item 9), not inside the cache.
+        assert again.outputs[0] == str(Path(first.outputs[0]).with_name(f"{again_id}.mp4"))
         # A different seed is different content: it runs.
         other = client.wait(client.submit(spec("a dog on a road", seed=8)), timeout=60)
         assert not other.cached and other.sha256 != first.sha256

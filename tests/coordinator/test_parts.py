@@ -20,7 +20,7 @@ from artifex_agent.errors import RequestError, StreamError
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.lora_ref import LoraRef
 from artifex_agent.proto.artifex.v1 import jobs_pb2 as jpb
-from artifex_agent.relay import RemoteError
+from artifex_agent.transport.post_call import RemoteError
 
 
 def test_every_spec_field_survives_the_wire() -> None:

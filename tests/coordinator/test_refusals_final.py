@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from artifex_agent.coordinator.retry import REFUSALS, classify
-from artifex_agent.relay import RemoteError
 from artifex_agent.split.streams import AgentLost
+from artifex_agent.transport.post_call import RemoteError
 from tests.coordinator.conftest import Coordinator, spec
 
 

@@ -104,10 +104,17 @@ def test_sysctl_comparison(current: str, how: str, want: int | str, ok: bool) ->
 
 @pytest.mark.skipif(not os.path.exists("/proc/sys/net"), reason="Linux only")
 def test_sysctl_rows_are_advice_not_required() -> None:
-    rows = asyncio.run(system.sysctls(HealthContext(ClusterConfig())))
+    # Only with a link to tune: an agent on another PC (TEST-NET-1, never this machine's address).
+    remote = ClusterConfig.from_dict({"agents": {"b": {"listen": "192.0.2.1:1"}}})
+    rows = asyncio.run(system.sysctls(HealthContext(remote)))
     assert [r.name for r in rows][:2] == ["net.core.rmem_max", "net.core.wmem_max"]
     assert all(not r.required for r in rows)
     assert all(r.ok or r.fix.startswith("sysctl -w") for r in rows)
+
+
+def test_no_sysctl_advice_when_every_agent_is_on_this_machine() -> None:
+    [row] = asyncio.run(system.sysctls(HealthContext(ClusterConfig())))
+    assert row.ok and "no link to tune" in row.value
 
 
 def test_loopback_interface() -> None:

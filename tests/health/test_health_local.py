@@ -43,7 +43,8 @@ def test_health_of_a_healthy_pair_passes_with_every_figure(health_pair: LocalClu
     assert _row(report, "protocol post")["ok"]
     assert "complete" in _row(report, "models gen")["value"]
     rtt = _row(report, "RTT gen ⇄ post")
-    assert rtt["required"] and "p50" in rtt["value"] and "p99" in rtt["value"]
+    # Both agents on this PC: no link between them, so the figure is advice, never a failure (issue 14).
+    assert not rtt["required"] and "p50" in rtt["value"] and "p99" in rtt["value"] and "same PC" in rtt["target"]
     assert _row(report, "clock gen ⇄ post")["ok"]
     for name in ("bandwidth post → gen", "bandwidth gen → post"):
         assert float(_row(report, name)["value"].split()[0]) > 0.05

@@ -35,3 +35,12 @@ def two_hosts(_two_hosts_session: TwoHosts) -> Iterator[TwoHosts]:
         stopped = any(c.proc is None or c.proc.poll() is not None for c in rig.agents.values())
         if stopped and not session_ending():
             rig.start_agents()  # a test stopped one: the next test gets both back
+
+
+@pytest.fixture
+def rig(two_hosts: TwoHosts) -> Iterator[TwoHosts]:
+    """The shared rig; coordinators a test starts are stopped at its end."""
+    try:
+        yield two_hosts
+    finally:
+        two_hosts.stop_coordinators()

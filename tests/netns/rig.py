@@ -331,7 +331,7 @@ class TwoHosts:
                        "results_cache": str(folder / "cache"), "batch_size": 1, "batch_timeout_s": 0.0,
                        "health_interval_s": 0.5, **settings}
         config = write_cluster_toml(folder / "coordinator.toml", tables, coordinator=coordinator,
-                                    security={"token": self.token})
+                                    security={"token": self.token}, web={"listen": ""})
         log = folder / "coordinator.log"
         child = ChildProcess(["coordinator", "--config", str(config), "--port-file", str(folder / "port")], log,
                              folder / "port", env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +32,11 @@ CONTROL_LIMIT = PAYLOAD // 20
 BLACKHOLE_DEADLINE_S = 90.0
 
 
-@pytest.fixture
-def rig(two_hosts: TwoHosts) -> Iterator[TwoHosts]:
-    """The shared rig; coordinators a test starts are stopped at its end."""
-    try:
-        yield two_hosts
-    finally:
-        two_hosts.stop_coordinators()
-
-
-def _submit(rig: TwoHosts, config: Path, seed: int) -> dict[str, Any]:
+def _submit(rig: TwoHosts, config: Path, seed: int, *extra: str) -> dict[str, Any]:
     """One job through the coordinator (from inside host A, where it listens), followed to its end."""
     proc = rig.cli_in("a", ["submit", "a red fox", "--model", DEMO_MODEL, "--size", f"{W}x{H}", "--frames",
                             str(FRAMES), "--steps", "1", "--guidance", "1", "--seed", str(seed), "--wait", "--json",
-                            "--no-progress"], config=config, timeout=240)
+                            "--no-progress", *extra], config=config, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     job: dict[str, Any] = json.loads(proc.stdout)
     assert job["state"] == "done", job
@@ -73,6 +63,20 @@ def test_a_job_from_a_to_b_crosses_the_link_once_and_not_through_the_coordinator
     assert (job["agent"], job["post_agent"]) == ("a", "b"), job
     assert PAYLOAD <= moved < 1.5 * PAYLOAD, f"{moved} bytes on the link for {PAYLOAD} of frames"
     # Agent a and the coordinator share host A: frames relayed by the coordinator would cross A's loopback.
+    assert local < CONTROL_LIMIT, f"{local} bytes between the coordinator and agent a ({PAYLOAD} payload)"
+
+
+def test_a_split_job_hands_off_between_the_agents_and_never_through_the_coordinator(rig: TwoHosts) -> None:
+    _, config = rig.start_coordinator("a", {"a": ["generate"], "b": ["generate", "post"]})
+    link0, local0 = rig.link_bytes("a"), rig.link_bytes("a", "lo")
+    job = _submit(rig, config, 3, "--split", "experts", "--steps", "2")
+    moved, local = rig.link_bytes("a") - link0, (rig.link_bytes("a", "lo") - local0) // 2
+    print(f"split: {moved} bytes on the link, {local} between the coordinator and a, for {PAYLOAD} of frames")
+    # One agent ran the high-noise step and handed its latents to the other, which decoded and
+    # post-processed them itself: the hand-off crossed the link once, the frames not at all.
+    assert job["agent"] == job["post_agent"], job
+    assert moved < PAYLOAD // 2, f"{moved} bytes on the link: frames crossed it ({PAYLOAD} payload)"
+    # Through the old split client the hand-off went a -> coordinator (A's loopback) -> b.
     assert local < CONTROL_LIMIT, f"{local} bytes between the coordinator and agent a ({PAYLOAD} payload)"
 
 

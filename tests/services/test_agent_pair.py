@@ -13,10 +13,10 @@ import pytest
 
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import RemoteError, generate_and_post
 from artifex_agent.transport import frames, wire
 from artifex_agent.transport.channel import AgentStub, open_channel
-from artifex_agent.transport.post_call import status_code
+from artifex_agent.transport.post_call import RemoteError, status_code
+from bench.relay import generate_and_post
 from tests.services.conftest import TOKEN, outputs
 
 

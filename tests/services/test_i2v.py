@@ -13,8 +13,9 @@ from PIL import Image
 from artifex_agent.engines.checkpoint import ensure_tiny_checkpoint
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import RemoteError, generate_and_post
 from artifex_agent.transport.channel import AgentStub, open_channel
+from artifex_agent.transport.post_call import RemoteError
+from bench.relay import generate_and_post
 from tests.services.conftest import TOKEN
 
 I2V = "wan2.2-tiny-i2v-a14b"

@@ -14,9 +14,8 @@ from PIL import Image
 
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.relay import RemoteError
 from artifex_agent.transport.channel import AgentStub, open_channel
-from artifex_agent.transport.post_call import post_process
+from artifex_agent.transport.post_call import RemoteError, post_process
 from tests.services.conftest import TOKEN
 
 

@@ -16,9 +16,10 @@ from artifex_agent.errors import RequestError
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.proto.artifex.v1 import split_pb2 as spb
-from artifex_agent.relay import RemoteError, generate_and_post
 from artifex_agent.split import messages, streams
 from artifex_agent.split.client import SplitResult, cluster_stubs, run_split
+from artifex_agent.transport.post_call import RemoteError
+from bench.relay import generate_and_post
 from tests.split.conftest import HIGH_LORA, LOW_LORA, ODD, ONE_EXPERT, ONLY_A
 
 LATENT, RGB = pb.PAYLOAD_KIND_LATENT, pb.PAYLOAD_KIND_RGB24

@@ -174,7 +174,7 @@ class Rig:
                        "results_cache": str(self.work / "cache"), "batch_size": 1, "batch_timeout_s": 0.0,
                        "health_interval_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 1.0}
         return write_cluster_toml(self.work / name, self.agents, coordinator=coordinator,
-                                  watcher={**self.watcher, **watcher})
+                                  watcher={**self.watcher, **watcher}, web={"listen": ""})
 
     def start_coordinator(self) -> None:
         self.coordinator = ChildProcess(["coordinator", "--config", str(self.config), "--port-file",

@@ -241,18 +241,28 @@ class GenerateEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[StreamTrailer, _Mapping]] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
-    __slots__ = ("generate", "post_agent", "deliveries", "reuse_held", "only")
+    __slots__ = ("generate", "post_agent", "deliveries", "reuse_held", "only", "split")
     GENERATE_FIELD_NUMBER: _ClassVar[int]
     POST_AGENT_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     REUSE_HELD_FIELD_NUMBER: _ClassVar[int]
     ONLY_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
     generate: GenerateRequest
     post_agent: str
     deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
     reuse_held: bool
     only: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., post_agent: _Optional[str] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., reuse_held: _Optional[bool] = ..., only: _Optional[_Iterable[int]] = ...) -> None: ...
+    split: SplitPlan
+    def __init__(self, generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., post_agent: _Optional[str] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., reuse_held: _Optional[bool] = ..., only: _Optional[_Iterable[int]] = ..., split: _Optional[_Union[SplitPlan, _Mapping]] = ...) -> None: ...
+
+class SplitPlan(_message.Message):
+    __slots__ = ("mode", "peer")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    peer: str
+    def __init__(self, mode: _Optional[str] = ..., peer: _Optional[str] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("spec", "clips")
@@ -403,18 +413,24 @@ class GpuInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., temperature_c: _Optional[int] = ..., utilization_pct: _Optional[int] = ..., driver: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "complete", "problem", "two_experts", "model_kind")
+    __slots__ = ("name", "complete", "problem", "two_experts", "model_kind", "size_multiple", "frame_step", "max_positions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     TWO_EXPERTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     complete: bool
     problem: str
     two_experts: bool
     model_kind: ModelKind
-    def __init__(self, name: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ...) -> None: ...
+    size_multiple: int
+    frame_step: int
+    max_positions: int
+    def __init__(self, name: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., size_multiple: _Optional[int] = ..., frame_step: _Optional[int] = ..., max_positions: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
     __slots__ = ("name", "protocol_version", "version", "hostname", "platform", "gpus", "models", "encoders", "roles", "torch_version", "cuda_version", "time_unix", "active_streams", "gpu_problem", "cuda_available", "link_interface", "link_mtu")

@@ -130,7 +130,7 @@ class JobSpec(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ..., video_codec: _Optional[_Union[_agent_pb2.Codec, str]] = ..., encoder_choice: _Optional[_Union[_agent_pb2.EncoderChoice, str]] = ..., split_mode: _Optional[_Union[SplitMode, str]] = ..., decode_on_side: _Optional[_Union[DecodeOn, str]] = ..., image_data: _Optional[bytes] = ..., post_input: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "current_stage", "batch_id", "idempotency_key", "sha256")
+    __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "current_stage", "batch_id", "idempotency_key", "sha256", "waiting", "expected_start_unix", "queued_s")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,9 @@ class Job(_message.Message):
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_START_UNIX_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_S_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     spec: JobSpec
@@ -163,7 +166,10 @@ class Job(_message.Message):
     batch_id: str
     idempotency_key: str
     sha256: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., agent: _Optional[str] = ..., post_agent: _Optional[str] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., cached: _Optional[bool] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., batch_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+    waiting: str
+    expected_start_unix: float
+    queued_s: float
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., agent: _Optional[str] = ..., post_agent: _Optional[str] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., cached: _Optional[bool] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., batch_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ..., waiting: _Optional[str] = ..., expected_start_unix: _Optional[float] = ..., queued_s: _Optional[float] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "seq", "time_unix", "state", "current_stage", "step", "total", "message", "agent", "job", "event_kind", "snapshot")

@@ -1,6 +1,6 @@
 """Generate on one agent, post-process on another, with the frames passing through the caller.
 
-Jobs no longer take this path: the coordinator and direct-mode `submit` call Deliver, and the
+No job takes this path: the coordinator and direct-mode `submit` call Deliver (split jobs too), and the
 frames go from agent to agent (artifex_agent/delivery/). This client-side path stays for
 `bench.stream`'s three-process comparison and for tests that drive Generate and PostProcess
 separately. GenerateEvent and PostProcessRequest share the field numbers of header, chunk and
