@@ -169,7 +169,12 @@ class JobsClient:
         return job_from_pb(self._call(self._stub.Retry, jpb.RetryRequest(job_id=job_id)))
 
     def watch(self, job_id: str = "", *, history: bool = False, timeout: float | None = None) -> Iterator[JobEvent]:
-        """The job's snapshot, then its events until it ends (every job's, with no id)."""
+        """The job's snapshot, then its events until it ends (every job's, with no id).
+
+        A job submitted with preview_every sends live previews: progress events (and the snapshot of a job
+        already running) carry the newest as `event.preview` bytes (`preview_mime`, `preview_step`); progress
+        events carry the agent's time left as `eta_s` (docs/previews.md).
+        """
         call = self._stub.Watch(jpb.WatchRequest(job_id=job_id, history=history), metadata=self._metadata,
                                 timeout=timeout)
         try:

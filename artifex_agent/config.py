@@ -24,6 +24,8 @@ DEFAULT_AGENT_PORT = 50051
 DEFAULT_COORDINATOR_PORT = 50050
 # IPv4's minimum MTU, and the largest jumbo frame common 10GbE NICs (Intel X550: 9216) accept.
 MTU_RANGE = (576, 9216)
+# How the PCs' link NICs meet: one cable between two, or one switch port each.
+TOPOLOGIES = ("direct", "switch")
 # Where `config init` puts the token and where error messages say to create it.
 TOKEN_HINT = ("create it, the same random text on every PC, mode 0600: (umask 077; python -c \"import secrets; "
               "print(secrets.token_urlsafe(32))\" > {path}); `artifex-agent config init` writes a cluster file "
@@ -100,6 +102,9 @@ class AgentConfig:
     # `config render` writes that PC's host files from them. "" falls back to [network] interface.
     platform: Literal["linux", "windows"] = "linux"
     interface: str = ""
+    # This PC's link MTU when its NIC cannot take [network] mtu; 0: [network] mtu. Every member of one
+    # link must agree (`config check` says so), but render writes what each PC is given.
+    mtu: int = 0
 
     @property
     def dial_address(self) -> str:
@@ -208,6 +213,8 @@ class NetworkConfig:
     interface: str = ""
     mtu: int = 9000
     subnet: str = "10.0.0.0/24"
+    # "direct": two PCs on one cable; "switch": any number of PCs, each on its own port of one switch.
+    topology: str = "direct"
     # Bytes per frame chunk on the wire; 0 picks transport.options.DEFAULT_CHUNK_BYTES.
     chunk_bytes: int = 0
     rtt_target_ms: float = 0.5
@@ -424,6 +431,9 @@ class ClusterConfig:
             found += _address_problems(f"agents.{a.name}", a.listen, a.address)
             if a.platform not in ("linux", "windows"):
                 found.append(f"agents.{a.name}: platform must be linux or windows, not {a.platform!r}")
+            if a.mtu and not mtu_allowed(a.mtu):
+                found.append(f"agents.{a.name}: mtu {a.mtu!r} is outside {MTU_RANGE[0]}–{MTU_RANGE[1]} "
+                             "(0: [network] mtu)")
         found += _address_problems("coordinator", self.coordinator.listen, self.coordinator.address)
         if self.web.listen:
             found += _address_problems("web", self.web.listen, "")
@@ -480,14 +490,21 @@ def network_problems(net: NetworkConfig) -> list[str]:
     """[network] values outside what a NIC, netplan or Windows accept (render must never write them)."""
     low, high = MTU_RANGE
     found = []
-    if not isinstance(net.mtu, int) or isinstance(net.mtu, bool) or not low <= net.mtu <= high:
+    if not mtu_allowed(net.mtu):
         found.append(f"[network] mtu {net.mtu!r} is outside {low}–{high} (9000 for jumbo frames on the 10GbE "
                      "link, 1500 without them)")
     if net.rtt_target_ms <= 0 or net.bandwidth_target_gbit <= 0:
         found.append("[network] rtt_target_ms and bandwidth_target_gbit must be above 0")
     if net.ring_buffers < 1 or net.queues < 1:
         found.append("[network] ring_buffers and queues must be at least 1")
+    if net.topology not in TOPOLOGIES:
+        found.append(f"[network] topology must be {' or '.join(repr(t) for t in TOPOLOGIES)}, not {net.topology!r}")
     return found
+
+
+def mtu_allowed(mtu: object) -> bool:
+    """An MTU a NIC, netplan and Windows all accept."""
+    return isinstance(mtu, int) and not isinstance(mtu, bool) and MTU_RANGE[0] <= mtu <= MTU_RANGE[1]
 
 
 def _address_problems(where: str, listen: str, address: str) -> list[str]:

@@ -46,6 +46,7 @@ MAX_TAGS = 32
 MAX_TAG_KEY_CHARS = 64
 MAX_TAG_VALUE_CHARS = 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+MAX_PREVIEW_EVERY = 200  # steps between live previews (docs/previews.md); as many as a job's steps may be
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", list: "a list of strings",
                dict: "a table of strings", bytes: "bytes (base64 in JSON)"}
@@ -144,12 +145,14 @@ class JobSpec:
     boundary_ratio: float = 0.0
     # A generation preset (artifex_agent/presets.py); the coordinator fills the fields left unset from it.
     preset: str = ""
+    # A live preview every this many denoising steps (docs/previews.md); 0: none. Run-only: no pixel changes.
+    preview_every: int = 0
     # The fields a client set (from_dict's keys); None: those that differ from their defaults. A
     # preset fills only the others, so they travel unset (spec_to_pb) until the preset is resolved.
     _given: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     # Fields that do not change the pixels of the output.
-    _RUN_ONLY = ("priority", "split", "decode_on", "tags", "output")
+    _RUN_ONLY = ("priority", "split", "decode_on", "tags", "output", "preview_every")
 
     def __post_init__(self) -> None:
         if isinstance(self.loras, (list, tuple)):
@@ -181,7 +184,8 @@ class JobSpec:
         in_range = set()
         for name, value, lo, hi in (("width", self.width, 16, 4096), ("height", self.height, 16, 4096),
                                     ("frames", self.frames, 1, 1001), ("steps", self.steps, 1, 200),
-                                    ("upscale", self.upscale, 1, 8), ("crf", self.crf, 0, 63)):
+                                    ("upscale", self.upscale, 1, 8), ("crf", self.crf, 0, 63),
+                                    ("preview_every", self.preview_every, 0, MAX_PREVIEW_EVERY)):
             if lo <= value <= hi:
                 in_range.add(name)
             else:
@@ -329,6 +333,8 @@ class JobSpec:
         del out["image_data"]
         if not self.post_input:  # absent when unset, so a job's JSON and content key stay as they were
             del out["post_input"]
+        if not self.preview_every:  # likewise
+            del out["preview_every"]
         if self.image_data:  # base64 for JSON; absent when empty, so a job's JSON stays as it was
             out["image_data"] = base64.b64encode(self.image_data).decode("ascii")
         return out
@@ -384,6 +390,7 @@ _DEFAULTS: dict[str, Any] = {f.name: getattr(JobSpec(prompts=[""]), f.name)
 _TYPES: dict[str, type] = {name: type(value) for name, value in JobSpec(prompts=[""]).to_dict().items()}
 _TYPES["image_data"] = bytes  # to_dict writes it as base64 text
 _TYPES["post_input"] = str
+_TYPES["preview_every"] = int
 
 
 def check_sampling(loras: list[LoraRef] | tuple[LoraRef, ...], scheduler: str, shift: float,

@@ -93,7 +93,8 @@ def generate_request(spec: JobSpec, *, job_id: str = "", prompts: list[str] | No
         steps=spec.steps, guidance_scale=spec.guidance, guidance_scale_2=spec.guidance_2, seed=spec.seed,
         fps=spec.fps, image=spec.image_data, image_path=spec.image, output=output, job_id=job_id,
         loras=lora_refs_to_pb(spec.loras),
-        scheduler=spec.scheduler, shift=spec.shift or None, boundary_ratio=spec.boundary_ratio or None)
+        scheduler=spec.scheduler, shift=spec.shift or None, boundary_ratio=spec.boundary_ratio or None,
+        preview_every=spec.preview_every)
 
 
 def post_spec(spec: JobSpec, output_name: str, *, job_id: str = "", split_clips: bool | None = None) -> pb.PostSpec:

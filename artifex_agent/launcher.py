@@ -81,13 +81,14 @@ class ChildProcess:
 
 
 def start_agent(config: Path, name: str, workdir: Path, *, extra: list[str] | None = None,
-                env: dict[str, str] | None = None, prefix: list[str] | None = None) -> ChildProcess:
-    """Start `artifex-agent serve --name NAME` and wait for its port."""
+                env: dict[str, str] | None = None, prefix: list[str] | None = None, wait: bool = True) -> ChildProcess:
+    """Start `artifex-agent serve --name NAME` and wait for its port (`wait=False`: the caller's `wait_port()`)."""
     port_file = workdir / f"{name}.port"
     child = ChildProcess(["serve", "--config", str(config), "--name", name, "--port-file", str(port_file),
                           *(extra or [])], workdir / f"{name}.log", port_file, env or {}, prefix or [])
     child.start()
-    child.wait_port()
+    if wait:
+        child.wait_port()
     return child
 
 

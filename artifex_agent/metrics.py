@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
@@ -96,7 +96,11 @@ class BusyClock(Collector):
         self.since: dict[tuple[str, str], float] = {}
 
     def update(self, busy: Mapping[tuple[str, str], bool], now: float) -> None:
-        """`busy`: (agent, role) -> busy now; `now`: time.monotonic()."""
+        """`busy`: (agent, role) -> busy now, for every agent; `now`: time.monotonic().
+
+        An agent missing from `busy` (taken out of the cluster file) counts as idle from now on.
+        """
+        busy = {**{key: False for key in self.since}, **busy}
         for key, on in busy.items():
             self.total.setdefault(key, 0.0)
             if on and key not in self.since:
@@ -114,6 +118,30 @@ class BusyClock(Collector):
         for (agent, role), seconds in sorted(self.seconds(time.monotonic()).items()):
             family.add_metric([agent, role], seconds)
         yield family
+
+
+# (agent -> up, (agent, agent) -> RTT in seconds, inf when unreachable): what the coordinator's pool says now.
+AgentsView = tuple[Mapping[str, bool], Mapping[tuple[str, str], float]]
+
+
+class AgentsCollector(Collector):
+    """Every agent of the cluster file (up or not) and every link measured between two, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], AgentsView] = lambda: ({}, {})
+
+    def collect(self) -> Iterator[Metric]:
+        up, links = self.source()
+        agents = GaugeMetricFamily("artifex_agent_up", "1 while the coordinator's health checks find the agent "
+                                   "serving", labels=["agent"])
+        for name, on in sorted(up.items()):
+            agents.add_metric([name], 1.0 if on else 0.0)
+        yield agents
+        rtt = GaugeMetricFamily("artifex_link_rtt_seconds", "Round trip between two agents, as the first "
+                                "measured it (p50 of a few echoes); +Inf: the last probe failed", labels=["a", "b"])
+        for (a, b), seconds in sorted(links.items()):
+            rtt.add_metric([a, b], seconds)
+        yield rtt
 
 
 class JobMetrics:
@@ -135,12 +163,13 @@ class JobMetrics:
         self.retries = Counter("artifex_job_retries", "Failed attempts that were retried, by reason", ["reason"],
                                registry=None)
         self.busy = BusyClock()
+        self.agents = AgentsCollector()
         for stage in JOB_STAGES:
             self.stage_seconds.labels(stage=stage)
 
     def register(self, registry: CollectorRegistry) -> None:
         for collector in (self.stage_seconds, self.job_seconds, self.queue_wait, self.failures, self.retries,
-                          self.busy):
+                          self.busy, self.agents):
             registry.register(collector)
 
 

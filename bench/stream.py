@@ -219,7 +219,7 @@ from artifex_agent.transport import methods
 class ReadyClip:
     """Hands the service a clip that is already there: the transport alone is timed."""
     def validate(self, req): pass
-    def generate(self, req, on_step=None, cancel=None):
+    def generate(self, req, on_step=None, cancel=None, on_preview=None):
         frame = np.zeros(({h}, {w}, 3), np.uint8)
         frames = np.broadcast_to(frame, (1, req.num_frames, {h}, {w}, 3))
         return GenerationResult(frames=frames, latents=None, fps=16.0, model="ready", seconds=0.0)

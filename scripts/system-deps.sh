@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System tools some tests use (network namespaces, nftables, iperf3, FUSE, systemd-analyze, netplan, testparm).
+# System tools some tests use (network namespaces, nftables, iperf3, FUSE, systemd-analyze, netplan, testparm,
+# chromium).
 # Installed with apt when running as root and missing; tests that need them skip otherwise.
 set -uo pipefail
 need=()
@@ -15,6 +16,8 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v netplan >/dev/null 2>&1 || need+=(netplan.io)
 command -v testparm >/dev/null 2>&1 || need+=(samba-common-bin)
+# tests/web: Playwright drives Debian's headless Chromium (never a downloaded browser).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "note: missing ${need[*]} (not root or no apt): the tests that need them will be skipped" >&2

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "artifex_agent"
 # CLI modules that commands share; every other module in cli/ is one subcommand.
 CLI_HELPERS = {"artifex_agent.cli", "artifex_agent.cli.options", "artifex_agent.cli.progress",
                "artifex_agent.cli.jobargs", "artifex_agent.cli.jobview", "artifex_agent.cli.processes",
-               "artifex_agent.cli.direct"}
+               "artifex_agent.cli.direct", "artifex_agent.cli.preview_file"}
 # Parses the command line and dispatches to every command.
 CLI_DISPATCH = {"artifex_agent.cli.main"}
 # `python -m artifex_agent` is the CLI's entry point.

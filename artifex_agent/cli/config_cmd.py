@@ -22,8 +22,10 @@ def add_parser(sub: Any) -> None:
     render = verbs.add_parser("render", help="write each PC's host files from the cluster file",
                               description="Writes, per PC, the files the seed guide writes by hand: netplan, "
                                           "sysctl, an ethtool script and its boot unit, NFS exports, smb.conf "
-                                          "blocks, ufw rules, and the Windows PowerShell. Each file says what it "
-                                          "is for and how to apply it; OUT/README.txt says which goes where.")
+                                          "blocks, share mounts for the other Linux PCs, ufw rules, and the "
+                                          "Windows PowerShell. Each file says what it is for and how to apply "
+                                          "it; OUT/README.txt says which goes where (and, with [network] "
+                                          "topology = \"switch\", what the switch needs).")
     add_config(render)
     render.add_argument("--out", type=Path, required=env("--out") is None, default=env("--out"),
                         help="folder to write into (created) [ARTIFEX_OUT]")
@@ -33,8 +35,9 @@ def add_parser(sub: Any) -> None:
     check = verbs.add_parser("check", help="load the cluster file and report everything that would not work",
                              description="Lists every problem in one run: unknown keys and sections (with the "
                                          "likely meant name), values out of range, token and TLS files that "
-                                         "cannot be read, folders missing on this PC, ports used twice, and "
-                                         "what `config render` would refuse. Exit 0 only when there is none.")
+                                         "cannot be read, folders missing on this PC, ports and addresses used "
+                                         "twice, MTUs that differ between the PCs, and what `config render` "
+                                         "would refuse. Exit 0 only when there is none.")
     add_config(check)
     init = verbs.add_parser("init", help="write a working cluster file and a token file (mode 0600)",
                             description="Writes a cluster file and, unless one exists, a random token file. "
@@ -117,6 +120,7 @@ def _text(data: dict[str, Any]) -> str:
 
 def problems(cluster: ClusterConfig) -> list[str]:
     """What would stop the cluster from working, as messages a user can act on."""
+    from artifex_agent.render.members import member_problems
     from artifex_agent.render.plan import build_plan
 
     found = cluster.security.file_problems()
@@ -141,6 +145,7 @@ def problems(cluster: ClusterConfig) -> list[str]:
         seen.setdefault(key, where)
     for a in cluster.agents:
         found += _path_problems(a)
+    found += member_problems(cluster)
     # Agents on loopback only have no link to render (and no subnet to be in).
     if any(not is_loopback(a.dial_address) for a in cluster.agents):
         try:

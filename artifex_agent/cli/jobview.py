@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import shlex
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +13,7 @@ from rich.console import Console
 from artifex_agent.cli.progress import StageProgress
 from artifex_agent.client import Job, JobEvent, JobsClient
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.timeleft import left
 from artifex_agent.wire_enums import stage_to_pb
 
 STATE_COLORS = {"queued": "cyan", "running": "yellow", "done": "green", "failed": "red", "cancelled": "magenta"}
@@ -25,8 +27,8 @@ def job_dict(job: Job) -> dict[str, Any]:
 
 
 def event_dict(event: JobEvent) -> dict[str, Any]:
-    """An event as plain JSON-able data (without the job it may carry)."""
-    return {k: v for k, v in vars(event).items() if k != "job"}
+    """An event as plain JSON-able data (without the job it may carry, or a preview's bytes)."""
+    return {k: v for k, v in vars(event).items() if k not in ("job", "preview")}
 
 
 def clock(ts: float | None) -> str:
@@ -34,12 +36,13 @@ def clock(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
 
 
-def took(job: Job) -> str:
-    """How long the job ran once it has finished, and how long it waited in the queue before."""
+def took(job: Job, now: float | None = None) -> str:
+    """How long the job ran once it has finished, and how long it waited in the queue before; while it runs,
+    the time left its agents estimate."""
     if job.started and job.finished:
         ran = f"{job.finished - job.started:.1f}s"
         return f"{ran} +{job.queued_s:.1f}s queued" if job.queued_s >= 0.05 else ran
-    return ""
+    return left(job, time.time() if now is None else now)
 
 
 def print_job(job: Job, history: list[JobEvent] | None = None) -> None:
@@ -57,6 +60,9 @@ def print_job(job: Job, history: list[JobEvent] | None = None) -> None:
           + (f"  queued {job.queued_s:.1f}s" if job.queued_s else ""))
     if job.waiting:
         print(f"  {job.why_waiting(time.time())}")
+    estimate = left(job, time.time())
+    if estimate:
+        print(f"  {estimate} (its agents' estimate)")
     for path in job.outputs:
         print(f"  output: {path}")
     if job.error:
@@ -68,15 +74,17 @@ def print_job(job: Job, history: list[JobEvent] | None = None) -> None:
         print(f"    {clock(event.time)}  {event.state:9}  {where:16}  {event.message}".rstrip())
 
 
-def follow(client: JobsClient, job_id: str, progress: bool = True, config: str | None = None) -> Job:
-    """Watch a job to its end: a bar per stage (generating step k/n, streaming, post-processing).
+def follow(client: JobsClient, job_id: str, progress: bool = True, config: str | None = None,
+           on_preview: Callable[[JobEvent], object] | None = None) -> Job:
+    """Watch a job to its end: a bar per stage (generating step k/n, streaming, post-processing), with the
+    time left; each live preview (the newest one first, for a job already running) goes to `on_preview`.
 
     Ctrl+C stops watching, not the job: it says so, with the commands to watch or cancel it (`config`: the
     --config to repeat in them).
     """
     console = Console(stderr=True)
     try:
-        job = _follow(client, job_id, console, progress)
+        job = _follow(client, job_id, console, progress, on_preview)
     except KeyboardInterrupt:
         flag = f" --config {shlex.quote(str(config))}" if config else ""
         console.print(f"\nstopped watching; job {job_id} goes on at the coordinator.\n"
@@ -91,13 +99,16 @@ def follow(client: JobsClient, job_id: str, progress: bool = True, config: str |
     return job
 
 
-def _follow(client: JobsClient, job_id: str, console: Console, progress: bool) -> Job:
+def _follow(client: JobsClient, job_id: str, console: Console, progress: bool,
+            on_preview: Callable[[JobEvent], object] | None) -> Job:
     with StageProgress(console, enabled=progress) as bars:
         for event in client.watch(job_id):
+            if event.preview and on_preview is not None:
+                on_preview(event)
             if event.kind == "progress":
                 source = "post" if event.stage in ("receive", "post") else "generate"
                 bars.update(source, pb.Progress(current_stage=stage_to_pb(event.stage), step=event.step,
-                                                total=event.total))
+                                                total=event.total, eta_s=event.eta_s))
             else:
                 text = f"job {job_id}" + (f" ({event.job.stage})" if event.job and event.job.stage else "") \
                     + (f": {event.job.why_waiting(event.time)}" if event.job and event.job.waiting else "") \

@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,7 @@ from artifex_agent.config import ClusterConfig, split_hostport
 from artifex_agent.errors import ArtifexError, ExitCode
 from artifex_agent.metrics import metrics_url, scrape, total
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.timeleft import left
 from artifex_agent.transport.channel import AgentStub, open_channel
 
 GIB = 1 << 30
@@ -30,10 +32,11 @@ MAX_JOBS = 20
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "top", help="live dashboard of both PCs: GPU load, VRAM, temperature, streams, throughput, queue",
+        "top", help="live dashboard of every PC: GPU load, VRAM, temperature, streams, throughput, queue",
         description="Polls every agent's Diagnostics.Info (and its Prometheus endpoint when metrics_port is "
                     "set, for frame and byte rates; the coordinator's for queue depth), and the coordinator's "
-                    "running and queued jobs with their stage and step. q or Ctrl+C quits.")
+                    "running and queued jobs with their stage and step. An agent added to the cluster file "
+                    "appears at the next refresh. q or Ctrl+C quits.")
     add_config(p)
     add_state_dir(p)
     p.add_argument("--interval", type=float, default=env("--interval", 2.0), help="seconds between refreshes")
@@ -77,8 +80,11 @@ class Snapshot:
 class Poller:
     """Keeps one channel per agent, and one to the coordinator, open across refreshes."""
 
-    def __init__(self, cluster: ClusterConfig) -> None:
+    def __init__(self, cluster: ClusterConfig, load: Callable[[], ClusterConfig] | None = None) -> None:
         self.cluster = cluster
+        # Reads the cluster file again (agents added or removed show at the next refresh).
+        self.load = load
+        self._stamp = _stamp(cluster)
         self.token = cluster.security.secrets.token
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.jobs_client: AsyncJobsClient | None = None
@@ -143,7 +149,22 @@ class Poller:
                 if event.kind == "progress":
                     self.progress[event.job_id] = event
 
+    async def refresh_config(self) -> None:
+        """The cluster file again when it changed since the last look; channels of agents gone are closed."""
+        stamp = _stamp(self.cluster)
+        if self.load is None or stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.cluster = self.load()
+        except ArtifexError:
+            return  # half-written: the next refresh reads it again
+        names = {a.name for a in self.cluster.agents}
+        for name in [n for n in self.channels if n not in names]:
+            await self.channels.pop(name).close()
+
     async def snapshot(self) -> Snapshot:
+        await self.refresh_config()
         views = await asyncio.gather(*(self.agent(a.name) for a in self.cluster.agents))
         queue, err = await self.queue()
         jobs, jobs_err = await self.jobs()
@@ -157,6 +178,14 @@ class Poller:
             await self.jobs_client.close()
         for channel in self.channels.values():
             await channel.close()
+
+
+def _stamp(cluster: ClusterConfig) -> float:
+    """The cluster file's mtime (0: none, or unreadable)."""
+    try:
+        return cluster.source.stat().st_mtime if cluster.source is not None else 0.0
+    except OSError:
+        return 0.0
 
 
 def short_error(exc: grpc.aio.AioRpcError) -> str:
@@ -208,7 +237,8 @@ def jobs_table(rows: list[JobRow], more: str, now: float) -> Any:
         job = row.job
         if job.state == "running":
             since = job.started or now
-            table.add_row(job.id, "[yellow]running[/yellow]", doing(row), row.agent or job.agent,
+            table.add_row(job.id, "[yellow]running[/yellow]", " · ".join(filter(None, (doing(row), left(job, now)))),
+                          row.agent or job.agent,
                           f"{now - since:.0f}s", job.spec.prompts[0][:60])
         else:
             table.add_row(job.id, "[cyan]queued[/cyan]", job.stage, "", f"{now - job.created:.0f}s",
@@ -252,7 +282,10 @@ def render(snap: Snapshot, previous: Snapshot | None) -> Any:
             out = _rate(v, before.get(v.name), name, "sent")
             got = _rate(v, before.get(v.name), name, "received")
             rates.append("–" if out is None or got is None else f"{out * scale:.1f}·{got * scale:.1f}")
+        # What the agent said its GPU cannot hold: the coordinator never routes those models there.
+        too_big = [m.name for m in info.models if m.cannot_hold]
         status = "[green]✓ serving[/green]" + (f" [yellow]({v.error})[/yellow]" if v.error else "") \
+            + (f"\n[dim]cannot hold: {', '.join(too_big)}[/dim]" if too_big else "") \
             + "".join(f"\n{line}" for line in busy.get(v.name, []))
         agents.add_row(f"{info.name or v.name}\n[dim]{info.hostname} {v.address}[/dim]", gpu, load, vram, temp,
                        str(info.active_streams), *rates, status)
@@ -274,19 +307,23 @@ def render(snap: Snapshot, previous: Snapshot | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = ClusterConfig.load(args.config)
-    for name, address in bound_addresses(state_dir(args) / "run").items():
-        agent = next((a for a in cluster.agents if a.name == name), None)
-        if agent is not None and split_hostport(agent.listen)[1] == 0:
-            agent.address = address
-    return asyncio.run(_main(cluster, args.interval, args.once))
+    def load() -> ClusterConfig:
+        cluster = ClusterConfig.load(args.config)
+        for name, address in bound_addresses(state_dir(args) / "run").items():
+            agent = next((a for a in cluster.agents if a.name == name), None)
+            if agent is not None and split_hostport(agent.listen)[1] == 0:
+                agent.address = address
+        return cluster
+
+    return asyncio.run(_main(load(), args.interval, args.once, load))
 
 
-async def _main(cluster: ClusterConfig, interval: float, once: bool) -> int:
+async def _main(cluster: ClusterConfig, interval: float, once: bool,
+                load: Callable[[], ClusterConfig] | None = None) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    poller = Poller(cluster)
+    poller = Poller(cluster, load)
     console = Console()
     try:
         previous = await poller.snapshot()

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from artifex_agent import PROTOCOL_VERSION
 from artifex_agent.config import AgentConfig, ClusterConfig
+from artifex_agent.coordinator.links import BANDWIDTH_SECONDS, PROBE_ECHOES, LinkMatrix
 from artifex_agent.engines.models import SizeRules
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # Info (models, encoders) is fetched when an agent comes up, then refreshed this often.
 INFO_REFRESH_S = 30.0
+# Each pair of agents is probed at most once per this many health intervals per agent (links.py).
+LINK_EVERY_INTERVALS = 5
 
 
 @dataclass
@@ -60,8 +63,22 @@ class AgentHandle:
             return True
         return any(m.name == model and m.complete for m in self.info.models)
 
+    def holds(self, model: str) -> bool:
+        """False when the agent said its GPU cannot hold `model` (an A14B expert on a 12 GB card)."""
+        if self.info is None:
+            return True
+        return not any(m.name == model and m.cannot_hold for m in self.info.models)
+
+    @property
+    def free_vram_bytes(self) -> int:
+        """GPU memory free on the agent's first card at its last Info (0: no GPU, or not known)."""
+        if self.info is None or not self.info.gpus:
+            return 0
+        gpu = self.info.gpus[0]
+        return max(gpu.memory_total - gpu.memory_used, 0)
+
     def can_generate(self, spec: JobSpec) -> bool:
-        return self.up and "generate" in self.cfg.roles and self.has_model(spec.model)
+        return self.up and "generate" in self.cfg.roles and self.has_model(spec.model) and self.holds(spec.model)
 
     def can_post(self, spec: JobSpec) -> bool:
         if not (self.up and "post" in self.cfg.roles):
@@ -81,19 +98,60 @@ class AgentPool:
         self.on_change = on_change or (lambda: None)
         self.token = cluster.security.secrets.token
         self.agents: dict[str, AgentHandle] = {}
+        # Agents taken out of the cluster file: their running stages finish on their open channels.
+        self.retired: list[AgentHandle] = []
+        self.links = LinkMatrix()
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         for cfg in self.cluster.agents:
-            channel = open_channel(cfg.dial_address, self.cluster.security)
-            self.agents[cfg.name] = AgentHandle(cfg, AgentStub(channel, self.token), channel)
+            self._add(cfg)
         self._task = asyncio.create_task(self._loop(), name="agent-health")
 
+    def _add(self, cfg: AgentConfig) -> AgentHandle:
+        channel = open_channel(cfg.dial_address, self.cluster.security)
+        agent = self.agents[cfg.name] = AgentHandle(cfg, AgentStub(channel, self.token), channel)
+        return agent
+
+    def reload(self, agents: list[AgentConfig]) -> tuple[list[str], list[str]]:
+        """Take the cluster file's [agents.*] as they are now: (added, removed) names.
+
+        A new agent gets a handle (work reaches it after its first health check); a removed one gets
+        nothing new and is dropped as if it went down, its running stages finishing on its channel
+        (closed once it is idle); one whose settings changed keeps its handle and its load unless
+        its address changed, which counts as removed and added.
+        """
+        wanted = {cfg.name: cfg for cfg in agents}
+        added, removed = [], []
+        for name, agent in list(self.agents.items()):
+            cfg = wanted.get(name)
+            if cfg is not None and cfg.dial_address == agent.cfg.dial_address:
+                agent.cfg = cfg
+                continue
+            del self.agents[name]
+            self.links.forget(name)
+            self.retired.append(agent)
+            removed.append(name)
+            if agent.up:
+                agent.up, agent.problem = False, "removed from the cluster file"
+        for name, cfg in wanted.items():
+            if name not in self.agents:
+                self._add(cfg)
+                added.append(name)
+        self.cluster.agents = list(agents)
+        if added or removed:
+            logger.info("agents reloaded: %s added, %s removed", ", ".join(added) or "none",
+                        ", ".join(removed) or "none")
+            self.on_change()
+        return added, removed
+
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for agent in self.agents.values():
+        for task in (self._task, self._probe):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        for agent in [*self.agents.values(), *self.retired]:
             await agent.channel.close()
 
     def __iter__(self) -> Iterator[AgentHandle]:
@@ -101,6 +159,12 @@ class AgentPool:
 
     def up(self) -> list[AgentHandle]:
         return [a for a in self.agents.values() if a.up]
+
+    def view(self) -> tuple[dict[str, bool], dict[tuple[str, str], float]]:
+        """Every agent up or not, and every measured link's RTT in seconds (the coordinator's metrics)."""
+        # Read from the metrics server's thread: copy each dict in one step before walking it.
+        return ({a.name: a.up for a in list(self.agents.values())},
+                {k: link.rtt_ms / 1000 for k, link in list(self.links.links.items())})
 
     def size_rules(self, model: str) -> SizeRules | None:
         """The size rules an agent read from `model`'s configs (None: no agent has said, or an older agent)."""
@@ -121,6 +185,13 @@ class AgentPool:
         generators = [a for a in self if "generate" in a.cfg.roles]
         if not spec.post_input and generators and all(a.info is not None for a in generators):
             problems += _model_problems(spec, [m for a in generators for m in a.info.models])  # type: ignore[union-attr]
+            having = [a for a in generators if a.has_model(spec.model)]
+            if not problems and having and not any(a.holds(spec.model) for a in having):
+                need = max(m.hold_bytes for a in having for m in a.info.models  # type: ignore[union-attr]
+                           if m.name == spec.model)
+                problems.append(f"model {spec.model!r} needs about {need / 2**30:.1f} GiB of GPU memory with one "
+                                f"expert resident; no generating agent can hold it "
+                                f"({', '.join(a.name for a in having)} said so): add a larger GPU or a GGUF expert")
         posters = [a for a in self if "post" in a.cfg.roles]
         if posters and all(a.info is not None and a.info.encoders for a in posters) \
                 and spec.codec in CODECS:  # an unknown codec is JobSpec.validate's to report
@@ -140,7 +211,52 @@ class AgentPool:
     async def _loop(self) -> None:
         while True:
             await asyncio.gather(*(self.check(a) for a in self.agents.values()))
+            await self._close_retired()
+            self._probe_a_pair()
             await asyncio.sleep(self.interval_s)
+
+    async def _close_retired(self) -> None:
+        for agent in [a for a in self.retired if a.idle]:
+            self.retired.remove(agent)
+            await agent.channel.close()
+
+    def _probe_a_pair(self) -> None:
+        """Start measuring the stalest pair of agents that are up, one probe at a time (bounded, cheap)."""
+        if self._probe is not None and not self._probe.done():
+            return
+        up = {a.name: a for a in self.up()}
+        every = self.interval_s * LINK_EVERY_INTERVALS * max(len(self.agents), 1)
+        chosen = self.links.stalest(up, every)
+        if chosen is not None:
+            self.links.ask(*chosen)
+            # With two agents there is no pair to choose: only echoes cross their link, never a stream.
+            stream = len(up) > 2 and self.links.bandwidth_due(*chosen)
+            self._probe = asyncio.create_task(self.measure_link(up[chosen[0]], up[chosen[1]], stream),
+                                              name="link-probe")
+
+    async def measure_link(self, a: AgentHandle, b: AgentHandle, bandwidth: bool = False) -> None:
+        """Have `a` probe `b` with a few echoes (and a moment's stream each way) and keep the result; never raises."""
+        seconds = BANDWIDTH_SECONDS if bandwidth else 0.0
+        timeout = 5.0 + PROBE_ECHOES * 0.01 + 3 * seconds
+        request = pb.ProbeRequest(address=b.cfg.dial_address, echo_count=PROBE_ECHOES, timeout_s=timeout,
+                                  bandwidth_seconds=seconds)
+        try:
+            result = await a.stub.probe(request, timeout=timeout + 2)
+        except grpc.aio.AioRpcError as exc:
+            # `a` itself did not answer (down, or an older agent without Probe): that says nothing of the link.
+            logger.debug("link probe %s -> %s: %s", a.name, b.name, exc.code().name)
+            return
+        except Exception:
+            logger.exception("link probe %s -> %s failed", a.name, b.name)
+            return
+        was = self.links.get(a.name, b.name)
+        link = self.links.record(a.name, b.name, result)
+        if was is None or was.ok != link.ok:
+            if link.ok:
+                gbit = f", {link.gbit:.2f} Gbit/s" if link.gbit else ""
+                logger.info("link %s <-> %s: RTT p50 %.3f ms%s", a.name, b.name, link.rtt_ms, gbit)
+            else:
+                logger.warning("link %s <-> %s is unhealthy: %s", a.name, b.name, link.error)
 
     async def check(self, agent: AgentHandle) -> None:
         """One health check (and an Info when due); never raises."""
@@ -176,6 +292,7 @@ class AgentPool:
         agent.up, agent.since = up, time.monotonic()
         agent.problem = reason
         if up:
+            self.links.forget(agent.name)  # measured afresh; meanwhile its pairs count as usable
             models = ", ".join(m.name for m in agent.info.models if m.complete) if agent.info else "?"
             logger.info("agent %s is up (%s; models: %s)", agent.name, agent.cfg.dial_address, models or "none")
         else:

@@ -57,6 +57,8 @@ class Job:
     # While queued: why it has not started (coordinator/waiting.py), and when it should (None: unknown).
     waiting: str = ""
     expected_start: float | None = None
+    # While running: when it should end, from its agents' last progress (eta_s); None: not known. Not stored.
+    expected_end: float | None = None
 
     @classmethod
     def submitted(cls, job_id: str, spec: JobSpec, now: float, idempotency_key: str = "") -> Job:
@@ -92,6 +94,7 @@ class Job:
                                     f"(only a {' or '.join(sorted(sources))} job can)")
         self.state, self.stage = target, stage
         self.waiting, self.expected_start = "", None  # the scheduler says again while it stays queued
+        self.expected_end = None  # its agents say again while it runs
 
     def start(self, agent: str, post_agent: str, batch_id: str, now: float, waited: float = 0.0) -> None:
         """Queued → running on `agent`, post-processed on `post_agent`; counts an attempt and its `waited` seconds."""

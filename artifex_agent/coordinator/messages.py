@@ -31,6 +31,12 @@ class JobEvent:
     job: Job | None = None
     # Watch's first event: the job as it is now, not a change (jobs.proto JobEvent.snapshot).
     snapshot: bool = False
+    # A progress event (or a snapshot): the newest live preview (docs/previews.md); never stored.
+    preview: bytes = b""
+    preview_mime: str = ""
+    preview_step: int = 0
+    # A progress event: seconds left for the reporting agent's part of the job (0: not known).
+    eta_s: float = 0.0
 
 
 def state_to_pb(state: str) -> jpb.JobState:
@@ -50,7 +56,8 @@ def job_to_pb(job: Job) -> jpb.Job:
         attempts=job.attempts, agent=job.agent, post_agent=job.post_agent, created_unix=job.created,
         started_unix=job.started or 0.0, finished_unix=job.finished or 0.0, cached=job.cached,
         current_stage=stage_to_pb(job.stage), batch_id=job.batch_id, idempotency_key=job.idempotency_key,
-        sha256=job.sha256, waiting=job.waiting, expected_start_unix=job.expected_start or 0.0, queued_s=job.queued_s)
+        sha256=job.sha256, waiting=job.waiting, expected_start_unix=job.expected_start or 0.0, queued_s=job.queued_s,
+        expected_end_unix=job.expected_end or 0.0)
 
 
 def job_from_pb(msg: jpb.Job) -> Job:
@@ -61,7 +68,8 @@ def job_from_pb(msg: jpb.Job) -> Job:
         created=msg.created_unix, started=msg.started_unix or None, finished=msg.finished_unix or None,
         cached=msg.cached, stage=stage_from_pb(msg.current_stage), batch_id=msg.batch_id,
         idempotency_key=msg.idempotency_key, sha256=list(msg.sha256), waiting=msg.waiting,
-        expected_start=msg.expected_start_unix or None, queued_s=msg.queued_s)
+        expected_start=msg.expected_start_unix or None, queued_s=msg.queued_s,
+        expected_end=msg.expected_end_unix or None)
 
 
 def jobs_page(rows: list[tuple[int, Job]], more: bool, max_bytes: int) -> jpb.ListJobsReply:
@@ -98,7 +106,8 @@ def page_after(token: str) -> int:
 def event_to_pb(ev: JobEvent) -> jpb.JobEvent:
     msg = jpb.JobEvent(job_id=ev.job_id, seq=ev.seq, time_unix=ev.time, event_kind=EVENT_KIND.to_pb(ev.kind),
                        state=state_to_pb(ev.state), current_stage=stage_to_pb(ev.stage), step=ev.step, total=ev.total,
-                       message=ev.message, agent=ev.agent, snapshot=ev.snapshot)
+                       message=ev.message, agent=ev.agent, snapshot=ev.snapshot, preview=ev.preview,
+                       preview_mime=ev.preview_mime, preview_step=ev.preview_step, eta_s=ev.eta_s)
     if ev.job is not None:
         msg.job.CopyFrom(job_to_pb(ev.job))
     return msg
@@ -108,4 +117,6 @@ def event_from_pb(msg: jpb.JobEvent) -> JobEvent:
     return JobEvent(job_id=msg.job_id, kind=EVENT_KIND.from_pb(msg.event_kind), state=state_from_pb(msg.state),
                     stage=stage_from_pb(msg.current_stage), step=msg.step, total=msg.total, message=msg.message,
                     agent=msg.agent, time=msg.time_unix, seq=msg.seq,
-                    job=job_from_pb(msg.job) if msg.HasField("job") else None, snapshot=msg.snapshot)
+                    job=job_from_pb(msg.job) if msg.HasField("job") else None, snapshot=msg.snapshot,
+                    preview=msg.preview, preview_mime=msg.preview_mime, preview_step=msg.preview_step,
+                    eta_s=msg.eta_s)

@@ -88,6 +88,7 @@ class Scheduler:
         self._cached_keys: set[str] = set()
         self.held_retries = HeldRetries()
         self.metrics = JobMetrics()
+        self.metrics.agents.source = self.pool.view  # every agent and link, at scrape time
         self._counter = itertools.count()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._wake = asyncio.Event()
@@ -455,18 +456,22 @@ class Scheduler:
             self.wake()
         stage = "post" if source == "post" and said != "receive" else _STAGE.get(said, said)
         now = time.monotonic()
-        # At most a few progress events a second per job (a stage change or a last step always):
+        entries = run.entries if index is None else [run.entries[index]]
+        for entry in entries:
+            self._advance(entry, stage)
+            if p.eta_s > 0:  # the agent's estimate for its part; List and the pages show the job's end
+                entry.job.expected_end = time.time() + p.eta_s
+        # At most a few progress events a second per job (a stage change, a last step or a preview always):
         # watchers want to see movement, not pay for every step of a fast stage.
-        if (said, p.step == p.total) == run.last_progress[1:] and now - run.last_progress[0] < PROGRESS_EVERY_S:
-            for entry in run.entries if index is None else [run.entries[index]]:
-                self._advance(entry, stage)
+        if not p.preview and (said, p.step == p.total) == run.last_progress[1:] \
+                and now - run.last_progress[0] < PROGRESS_EVERY_S:
             return
         run.last_progress = (now, said, p.step == p.total)
         agent = run.gen.name if source == "generate" else run.post.name
-        for entry in run.entries if index is None else [run.entries[index]]:
-            self._advance(entry, stage)
+        for entry in entries:
             self.bus.publish(JobEvent(entry.job.id, "progress", "running", stage=said, step=p.step, total=p.total,
-                                      message=p.message, agent=agent, time=time.time()))
+                                      message=p.message, agent=agent, time=time.time(), preview=p.preview,
+                                      preview_mime=p.preview_mime, preview_step=p.preview_step, eta_s=p.eta_s))
 
     async def _finish(self, run: Run, results: list[Any]) -> None:
         now = time.time()

@@ -24,6 +24,7 @@ from artifex_agent.services.guard import UnknownMethods
 from artifex_agent.transport import options
 from artifex_agent.transport.methods import JOBS_SERVICES, jobs_handlers
 from artifex_agent.transport.security import TokenInterceptor, check_bind_allowed, reload_security, server_credentials
+from artifex_agent.web.server import WebServer, check_web_bind, start_web
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Coordinator(GrpcService):
     metrics: Metrics | None = None
     _metrics_task: asyncio.Task[None] | None = None
     _lock: InstanceLock | None = None
+    web: WebServer | None = None
     # Always installed (an empty token lets every call through), so a reload can start requiring one.
     token_check: TokenInterceptor = field(default_factory=lambda: TokenInterceptor("", "coordinator"))
 
@@ -53,6 +55,7 @@ class Coordinator(GrpcService):
         cfg, security = self.cluster.coordinator, self.cluster.security
         token = security.secrets.token
         check_bind_allowed(cfg.listen, security, token)
+        check_web_bind(self.cluster)
         if not self.cluster.agents:
             raise ConfigError("no agents in the config: add [agents.NAME] tables")
         options.tune_malloc()
@@ -73,6 +76,8 @@ class Coordinator(GrpcService):
             self._metrics_task = asyncio.create_task(self._report_queue())
         await self.scheduler.start()
         await self.server.start()
+        # The web page (docs/web.md) on the same loop, through a JobQueue over the same scheduler.
+        self.web = await start_web(self.cluster, JobQueue(self.scheduler, self.cluster.presets))
         await self.set_serving()
         logger.info("coordinator listening on %s (port %d), database %s, %d agent(s): %s", cfg.listen, self.port,
                     cfg.database, len(self.cluster.agents), ", ".join(a.name for a in self.cluster.agents))
@@ -97,7 +102,11 @@ class Coordinator(GrpcService):
             await asyncio.sleep(every_s)
 
     def reload(self) -> None:
-        """SIGHUP: the token and TLS files read again; new calls, health checks and channels use them."""
+        """SIGHUP: the token and TLS files read again; new calls, health checks and channels use them.
+
+        The cluster file's [agents.*] are read again too (docs/coordinator.md, "Adding an agent"):
+        a new agent joins the pool, a removed one gets no new work; queued jobs stay queued.
+        """
         token = reload_security(self.cluster.security, self.token_check, "coordinator")
         if token is not None and self.scheduler is not None:
             # The pool's channels stay open (running stages keep going); only their calls' token changes.
@@ -105,9 +114,27 @@ class Coordinator(GrpcService):
             pool.token = token
             for agent in pool:
                 agent.stub.token = token
+        self._reload_agents()
+
+    def _reload_agents(self) -> None:
+        """Re-read [agents.*] from the cluster file; a file that no longer loads changes nothing."""
+        if self.scheduler is None or self.cluster.source is None:
+            return
+        try:
+            fresh = ClusterConfig.load(self.cluster.source)
+            fresh.validate()
+        except ConfigError as exc:
+            logger.error("reload: %s; the agents stay as they were", exc)
+            return
+        if not fresh.agents:
+            logger.error("reload: %s names no agents; the agents stay as they were", self.cluster.source)
+            return
+        self.scheduler.pool.reload(fresh.agents)
 
     async def close(self) -> None:
         """Refuse new calls, let runs finish for grace_s, requeue the rest, close the store."""
+        if self.web is not None:
+            await self.web.close()
         if self.scheduler is not None:
             await self.scheduler.drain(self.grace_s)
         if self.server is not None:

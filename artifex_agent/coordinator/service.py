@@ -46,6 +46,9 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
     @streaming
     async def Watch(self, request: jpb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jpb.JobEvent]:
         async for event in self.queue.watch(request.job_id, request.history):
+            if event.snapshot:
+                # A watcher that joins mid-run is shown the picture so far at once, not at the next preview.
+                event = self.queue.scheduler.bus.with_preview(event)
             yield event_to_pb(event)
 
     @unary

@@ -20,6 +20,7 @@ from artifex_agent.coordinator import routing
 from artifex_agent.coordinator.agents import AgentHandle, AgentPool
 from artifex_agent.coordinator.batching import QueueEntry
 from artifex_agent.coordinator.held_retry import HeldRetries
+from artifex_agent.coordinator.links import LinkMatrix
 from artifex_agent.coordinator.pipeline import run_batch
 from artifex_agent.jobspec import JobSpec
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
@@ -61,12 +62,29 @@ def resolve_mode(spec: JobSpec, agents: Iterable[AgentHandle], queue_depth: int)
                         generators=len(generators), image_to_video=spec.i2v).mode
 
 
-def choose_agents(agents: list[AgentHandle], spec: JobSpec, mode: Mode,
-                  previous_post: str = "") -> tuple[AgentHandle, AgentHandle, AgentHandle] | None:
+def best_pair(free: list[AgentHandle], links: LinkMatrix | None) -> tuple[AgentHandle, AgentHandle] | None:
+    """The two of `free` (in routing order) with the fastest healthy link (LinkMatrix.rank), then the most free VRAM.
+
+    A pair whose last probe failed is never chosen; one not measured yet ranks after the measured
+    ones (so two agents, the only pair, split as before). The pair keeps routing order inside.
+    """
+    links = links or LinkMatrix()
+    pairs = [(a, b) for i, a in enumerate(free) for b in free[i + 1:] if links.usable(a.name, b.name)]
+    if not pairs:
+        return None
+    order = {a.name: i for i, a in enumerate(free)}
+    return min(pairs, key=lambda p: (links.rank(p[0].name, p[1].name),
+                                     -min(p[0].free_vram_bytes, p[1].free_vram_bytes),
+                                     order[p[0].name] + order[p[1].name]))
+
+
+def choose_agents(agents: list[AgentHandle], spec: JobSpec, mode: Mode, previous_post: str = "",
+                  links: LinkMatrix | None = None) -> tuple[AgentHandle, AgentHandle, AgentHandle] | None:
     """(generate_on, other, post_on) for the job, all idle and able; None while they are not.
 
-    experts/cfg need two different generating agents, the second also post-processing when it
-    can (as in direct mode); a decode-on-post job alone needs one generator and a post agent.
+    experts/cfg need two different generating agents (the best pair: links.py), the second also
+    post-processing when it can (as in direct mode); a decode-on-post job alone needs one
+    generator and a post agent.
     """
     free = [a for a in routing.idle_generators(agents) if a.idle and a.can_generate(spec)]
     if not free:
@@ -78,9 +96,10 @@ def choose_agents(agents: list[AgentHandle], spec: JobSpec, mode: Mode,
     if mode == "none":
         post = routing.choose_post(agents, spec, first, previous_post)
         return None if post is None or (post is not first and not post.idle) else (first, first, post)
-    if len(free) < 2:
+    chosen = best_pair(free, links)
+    if chosen is None:
         return None
-    other = free[1]
+    first, other = chosen
     post = other if other.can_post(spec) else routing.choose_post(agents, spec, other, previous_post)
     if post is None or (post is not first and post is not other and not post.idle):
         return None
@@ -93,12 +112,13 @@ async def start(sched: Host, entry: QueueEntry) -> bool:
     if sched.held_retries.pending(entry.job.id):
         return False  # its frames are held: only the post stage runs again (the scheduler's held retries)
     mode = resolve_mode(spec, sched.pool, len(sched.entries))
-    if mode != "none" and sum(a.can_generate(spec) for a in sched.pool) < 2:
-        # One agent left able to generate: the job runs whole rather than wait (as the split client's failover).
+    if mode != "none" and best_pair([a for a in sched.pool if a.can_generate(spec)], sched.pool.links) is None:
+        # One agent left able to generate, or no healthy link between any two: the job runs whole
+        # rather than wait (as the split client's failover).
         mode = "none"
     if mode == "none" and spec.decode_on != "post":
         return False
-    chosen = choose_agents(list(sched.pool), spec, mode, entry.job.post_agent)
+    chosen = choose_agents(list(sched.pool), spec, mode, entry.job.post_agent, sched.pool.links)
     if chosen is None:
         return True  # waits for its agents
     first, second, post = chosen

@@ -97,6 +97,8 @@ def _unable(agent: AgentHandle, model: str, post_only: bool) -> str:
         return f"{agent.name} does not {'post-process' if post_only else 'generate'}"
     if not post_only and not agent.has_model(model):
         return f"{agent.name} does not have {model}"
+    if not post_only and not agent.holds(model):
+        return f"{agent.name}'s GPU cannot hold {model}"
     return f"{agent.name} cannot encode it"
 
 

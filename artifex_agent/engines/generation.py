@@ -20,6 +20,7 @@ import torch
 
 from artifex_agent.engines import lora, oom, schedulers, weights
 from artifex_agent.engines import placement as placing
+from artifex_agent.engines.eta import CostHistory
 from artifex_agent.engines.gpu import (
     apply_memory_fraction,
     configure_allocator,
@@ -29,6 +30,7 @@ from artifex_agent.engines.gpu import (
 )
 from artifex_agent.engines.models import ModelEntry, list_models, resolve_model, size_rules
 from artifex_agent.engines.placement import Placement
+from artifex_agent.engines.previews import MIN_INTERVAL_S, Preview, Previews, denoised_estimate
 from artifex_agent.engines.prompts import PromptEncoder
 from artifex_agent.engines.vram import JobPlan, JobPlanner, MissLog
 from artifex_agent.errors import ArtifexError, ExitCode, RequestError, ResourceError
@@ -41,6 +43,7 @@ MAX_STEPS = 200
 # Wan2.2 A14B models are trained at 16 fps, TI2V-5B at 24 fps.
 FPS = {"t2v": 16.0, "i2v": 16.0, "ti2v": 24.0}
 StepCallback = Callable[[int, int], None]
+PreviewCallback = Callable[[Preview], None]
 
 
 class GenerationCancelled(ArtifexError):
@@ -75,6 +78,8 @@ class GenerationRequest:
     scheduler: str = ""
     shift: float | None = None
     boundary_ratio: float | None = None
+    # A live preview (engines/previews.py) every this many steps; 0: none. Changes no output bit.
+    preview_every: int = 0
 
     def clip_seeds(self) -> list[int]:
         """The seed of each clip, in prompt order."""
@@ -148,6 +153,10 @@ class GenerationEngine:
         self.max_width, self.max_height, self.max_frames, self.max_batch = max_width, max_height, max_frames, max_batch
         self.lora_budget_bytes = lora_budget_bytes
         self._resident: dict[str, Resident] = {}
+        # What decoding cost lately, by size: the ETA's tail (engines/eta.py).
+        self.costs = CostHistory()
+        # The most often one job makes a preview (engines/previews.py); tests set 0 to see every one.
+        self.preview_interval_s = MIN_INTERVAL_S
         self._i2v_views: dict[str, Any] = {}
         # Lock order: _run_lock, then _load_lock.
         self._load_lock = threading.RLock()
@@ -199,8 +208,9 @@ class GenerationEngine:
         *,
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> GenerationResult:
-        """Run one request to the end, reporting steps, stopping early when `cancel` is set."""
+        """Run one request to the end, reporting steps (and previews), stopping early when `cancel` is set."""
         entry = self._validate(req)
         # Before anything loads: a job that fits no allowed placement is refused here.
         plan = self.planner.plan(entry, req, self._allowed(entry))
@@ -213,22 +223,33 @@ class GenerationEngine:
             started = time.perf_counter()
             kwargs = self._call_kwargs(req, entry, resident)
             scoped = self._job_scope(resident, pipe, req)
+            previews = self.previews_for(req, on_preview)
+            last_step = [started]
 
             def step_end(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
                 if on_step is not None:
                     on_step(i + 1, pipeline.num_timesteps)
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled(f"cancelled after step {i + 1} of {pipeline.num_timesteps}")
+                if previews is not None and previews.due(i + 1):
+                    previews.capture(i + 1, pipeline.num_timesteps,
+                                     denoised_estimate(pipeline.scheduler, tensors.get("latents")))
+                last_step[0] = time.perf_counter()
                 return {}
 
             def run() -> Any:
                 with scoped:
                     return pipe(**kwargs, callback_on_step_end=step_end).frames
 
-            output = oom.guarded(
-                run, self._oom_advice(req), cleanup=lambda: placing.after_run(resident.pipe, resident.placement),
-                # Kept so the plan's estimates can be checked against what really happened.
-                on_oom=lambda what: self.misses.record(plan, resident.placement, what))
+            try:
+                output = oom.guarded(
+                    run, self._oom_advice(req),
+                    cleanup=lambda: placing.after_run(resident.pipe, resident.placement),
+                    # Kept so the plan's estimates can be checked against what really happened.
+                    on_oom=lambda what: self.misses.record(plan, resident.placement, what))
+            finally:
+                if previews is not None:
+                    previews.close(drop=cancel is not None and cancel.is_set())
             if pipe is not resident.pipe:
                 # The TI2V image-to-video view shares the offload hooks of the pipeline it came from.
                 placing.after_run(resident.pipe, resident.placement)
@@ -238,12 +259,21 @@ class GenerationEngine:
                 latents = output.to("cpu", torch.float32).contiguous()
             else:
                 frames = to_uint8(output)
+                # The decode ran inside the pipeline call, after the last step.
+                self.costs.record("decode", req.width, req.height, req.num_frames * len(req.prompts),
+                                  time.perf_counter() - last_step[0])
             seconds = time.perf_counter() - started
         logger.info(
             "generated %d clip(s) %dx%d x%d frames, %d steps with %s in %.2fs",
             len(req.prompts), req.width, req.height, req.num_frames, req.steps, req.model, seconds,
         )  # fmt: skip
         return GenerationResult(frames=frames, latents=latents, fps=FPS[entry.kind], model=req.model, seconds=seconds)
+
+    def previews_for(self, req: GenerationRequest, sink: PreviewCallback | None) -> Previews | None:
+        """The job's previews when it asks for them and someone receives them; else None (no cost at all)."""
+        if sink is None or req.preview_every <= 0:
+            return None
+        return Previews(req.preview_every, req.width, req.height, sink, min_interval_s=self.preview_interval_s)
 
     def experts_for_steps(self, model: str, steps: int, start: int, stop: int,
                           req: GenerationRequest | None = None) -> frozenset[str] | None:

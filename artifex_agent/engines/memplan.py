@@ -553,6 +553,11 @@ def margin_for(budget_bytes: int) -> int:
     return max(math.ceil(budget_bytes * MARGIN_FRACTION), MIN_MARGIN_BYTES)
 
 
+def holds(need_bytes: int, budget_bytes: int) -> bool:
+    """Whether a budget holds `need_bytes` with the plan's margin (True when either is unknown, 0)."""
+    return not need_bytes or not budget_bytes or need_bytes + margin_for(budget_bytes) <= budget_bytes
+
+
 def estimate(
     policy: str,
     model: ModelShape,

@@ -106,8 +106,24 @@ class HealthContext:
     # Deadline for "is it there": short, so a pulled cable fails health within 2 s.
     connect_timeout: float = 1.0
     info_timeout: float = 5.0
+    # Seconds all agent-to-agent measurements together may take (RTT and bandwidth): with N agents there are
+    # N(N-1)/2 pairs, and health must still end; pairs left over show as not measured.
+    pair_budget_s: float = 60.0
     agents: list[AgentState] = field(default_factory=list)
     token: str = ""
+    # What the agents measured between themselves, per pair (the JSON's "links" matrix).
+    links: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _pair_deadline: float = 0.0
+
+    def pair_deadline(self) -> float:
+        """time.monotonic() by which every pair measurement must end; the clock starts at the first one."""
+        if not self._pair_deadline:
+            self._pair_deadline = time.monotonic() + self.pair_budget_s
+        return self._pair_deadline
+
+    def link(self, a: AgentState, b: AgentState) -> dict[str, Any]:
+        """The matrix entry of the pair a, b, created on first use."""
+        return self.links.setdefault((a.name, b.name), {"a": a.name, "b": b.name, "same_pc": a.local and b.local})
 
     def remote_agents(self) -> list[AgentState]:
         return [a for a in self.agents if not a.local]
@@ -151,6 +167,8 @@ class HealthReport:
 
     results: list[CheckResult]
     elapsed_s: float
+    # One entry per measured pair of agents: RTT p50/p99 and bandwidth each way (what the rows summarise).
+    links: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -162,7 +180,7 @@ class HealthReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "elapsed_s": round(self.elapsed_s, 3),
-                "checks": [r.to_dict() for r in self.results]}
+                "checks": [r.to_dict() for r in self.results], "links": self.links}
 
 
 def load_checks() -> list[Check]:
@@ -185,11 +203,12 @@ async def _run(chk: Check, ctx: HealthContext) -> list[CheckResult]:
 
 
 async def run_health(cluster: ClusterConfig, *, quick: bool = False, seconds: float = 2.0, rtt_count: int = 500,
-                     connect_timeout: float = 1.0) -> HealthReport:
+                     connect_timeout: float = 1.0, pair_budget_s: float = 60.0) -> HealthReport:
     """Run every registered check against `cluster` from this machine."""
     start = time.monotonic()
     checks = load_checks()
-    ctx = HealthContext(cluster, quick=quick, seconds=seconds, rtt_count=rtt_count, connect_timeout=connect_timeout)
+    ctx = HealthContext(cluster, quick=quick, seconds=seconds, rtt_count=rtt_count, connect_timeout=connect_timeout,
+                        pair_budget_s=pair_budget_s)
     rows: dict[int, list[CheckResult]] = {}
     local = {i: asyncio.ensure_future(_run(c, ctx)) for i, c in enumerate(checks) if c.stage == "local"}
     try:
@@ -206,4 +225,4 @@ async def run_health(cluster: ClusterConfig, *, quick: bool = False, seconds: fl
             task.cancel()
         await ctx.close()
     results = [r for i in sorted(rows) for r in rows[i]]
-    return HealthReport(results, time.monotonic() - start)
+    return HealthReport(results, time.monotonic() - start, list(ctx.links.values()))

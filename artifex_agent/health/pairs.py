@@ -1,13 +1,16 @@
-"""Round trips, clock skew and streaming bandwidth: from here to each agent, and between agents."""
+"""Round trips, clock skew and streaming bandwidth: from here to each agent, and between every pair of agents
+(the RTT and bandwidth matrix, as rows and as the JSON's "links")."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 
 import grpc
 
 from artifex_agent.health.checks import AgentState, CheckResult, HealthContext, check
 from artifex_agent.health.link import describe_rpc_error, measure_rtt
+from artifex_agent.health.schedule import run_disjoint
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 
 # Clocks further apart than this confuse logs and the drop folder's mtime comparisons
@@ -68,24 +71,60 @@ async def rtt_here(ctx: HealthContext) -> list[CheckResult]:
     return rows
 
 
+def scheduler_pairs(ctx: HealthContext) -> list[tuple[AgentState, AgentState]]:
+    """The pairs the coordinator may stream between: frames go from a generating agent to any other, and a
+    split runs on two generating ones; two agents that only post-process never exchange anything."""
+    return [(a, b) for a, b in ctx.pairs() if "generate" in a.cfg.roles or "generate" in b.cfg.roles]
+
+
+def _pc(agent: AgentState) -> frozenset[Hashable]:
+    # Pairs on distinct PCs run at once (on a switch each port is its own full-duplex link); two pairs
+    # with an agent, or a PC and so its NIC and CPUs, in common would skew each other's figures. Every
+    # address of this PC (127.0.0.1, 127.0.0.2, its link address) is one PC.
+    return frozenset({"this PC" if agent.local else agent.host})
+
+
+async def _probe_pairs(ctx: HealthContext, pairs: list[tuple[AgentState, AgentState]], *, echoes: int,
+                       seconds: float) -> list[pb.ProbeResult | None]:
+    """Probe every pair whose agents both serve, concurrently where they share no PC; None: not measured
+    (an agent down, or the pair budget spent)."""
+    live = [i for i, (a, b) in enumerate(pairs) if a.serving and b.serving]
+    measured = await run_disjoint(live, lambda i: _pc(pairs[i][0]) | _pc(pairs[i][1]),
+                                  lambda i: _probe(ctx, *pairs[i], echoes=echoes, seconds=seconds),
+                                  ctx.pair_deadline())
+    found = dict(zip(live, measured, strict=True))
+    return [found.get(i) for i in range(len(pairs))]
+
+
+def _over_budget(ctx: HealthContext, name: str, target: str) -> CheckResult:
+    return CheckResult(name, ok=False, required=False, target=target,
+                       value=f"not measured: the {ctx.pair_budget_s:g} s budget for pair tests ran out",
+                       fix="raise --pair-budget (every pair of N agents is measured: N(N-1)/2 of them)")
+
+
 @check("rtt pairs", "measure")
 async def rtt_pairs(ctx: HealthContext) -> list[CheckResult]:
     """RTT and clock skew between each pair of agents, measured by the agents themselves."""
     rows = []
     target = ctx.cluster.network.rtt_target_ms
-    for a, b in ctx.pairs():
+    pairs = scheduler_pairs(ctx)
+    for (a, b), res in zip(pairs, await _probe_pairs(ctx, pairs, echoes=ctx.rtt_count, seconds=0), strict=True):
         name = f"RTT {a.name} ⇄ {b.name}"
         clock_name = f"clock {a.name} ⇄ {b.name}"
         if not (a.serving and b.serving):
             rows.append(CheckResult(name, ok=False, value=_unmeasured(a, b), target=f"p99 < {target} ms",
                                     fix=f"bring both agents up first (see agent {a.name}/{b.name} above)"))
             continue
-        res = await _probe(ctx, a, b, echoes=ctx.rtt_count, seconds=0)
+        if res is None:
+            rows.append(_over_budget(ctx, name, f"p99 < {target} ms"))
+            continue
         if not res.reachable:
             rows.append(CheckResult(name, ok=False, value=f"{a.name} cannot reach {b.name}: {res.error}",
                                     target=f"p99 < {target} ms",
                                     fix=f"{a.name} must reach {b.address}: same token, link up, port open"))
             continue
+        ctx.link(a, b).update(rtt_p50_ms=round(res.rtt_p50_ms, 4), rtt_p99_ms=round(res.rtt_p99_ms, 4),
+                              clock_offset_ms=round(res.clock_offset_s * 1000, 3))
         ok = res.rtt_p99_ms < target
         link = not _same_machine(a, b)
         rows.append(CheckResult(name, ok=ok, required=link,
@@ -99,7 +138,19 @@ async def rtt_pairs(ctx: HealthContext) -> list[CheckResult]:
                                 target=f"< {CLOCK_SKEW_LIMIT_S * 1000:.0f} ms",
                                 fix="" if ok else "turn on time sync on both PCs (timedatectl set-ntp true; "
                                                   "Windows: w32tm /resync)"))
-    return rows
+    return rows + _extremes(ctx, "rtt_p99_ms", "slowest RTT", "p99 {:.3f} ms", high_is_bad=True)
+
+
+def _extremes(ctx: HealthContext, key: str, title: str, shape: str, *, high_is_bad: bool) -> list[CheckResult]:
+    """One advice row naming the worst and best link of the matrix, once there are three agents or more."""
+    links = sorted((link for link in ctx.links.values() if key in link), key=lambda link: float(link[key]),
+                   reverse=high_is_bad)
+    if len(links) < 2:
+        return []
+    bad, good = links[0], links[-1]
+    return [CheckResult(title, ok=True, required=False, target=f"of {len(links)} links",
+                        value=f"{bad['a']} ⇄ {bad['b']} {shape.format(bad[key])}; best {good['a']} ⇄ {good['b']} "
+                              f"{shape.format(good[key])}")]
 
 
 def why_slow(gbit: float, target: float, cpu: float, system_cpu: float, prober: str) -> str:
@@ -119,17 +170,23 @@ async def bandwidth(ctx: HealthContext) -> list[CheckResult]:
     """Streaming bandwidth both ways between each pair, over the agents' own raw-bytes streams."""
     rows = []
     target = ctx.cluster.network.bandwidth_target_gbit
-    for a, b in ctx.pairs():
+    pairs = scheduler_pairs(ctx)
+    for (a, b), res in zip(pairs, await _probe_pairs(ctx, pairs, echoes=0, seconds=ctx.seconds), strict=True):
         names = (f"bandwidth {b.name} → {a.name}", f"bandwidth {a.name} → {b.name}")
         if not (a.serving and b.serving):
             rows += [CheckResult(n, ok=False, value=_unmeasured(a, b), target=f"≥ {target} Gbit/s",
                                  fix="bring both agents up first") for n in names]
             continue
-        res = await _probe(ctx, a, b, echoes=0, seconds=ctx.seconds)
+        if res is None:
+            rows += [_over_budget(ctx, n, f"≥ {target} Gbit/s") for n in names]
+            continue
         if not res.reachable:
             rows += [CheckResult(n, ok=False, value=f"{a.name} cannot reach {b.name}: {res.error}",
                                  target=f"≥ {target} Gbit/s", fix=f"{a.name} must reach {b.address}") for n in names]
             continue
+        # The slower direction is what a stream across this pair can count on.
+        ctx.link(a, b).update(gbit_b_to_a=round(res.download_gbit, 3), gbit_a_to_b=round(res.upload_gbit, 3),
+                              gbit=round(min(res.download_gbit, res.upload_gbit), 3))
         link = not _same_machine(a, b)
         for n, gbit, cpu, busy in ((names[0], res.download_gbit, res.download_cpu, res.download_system_cpu),
                                    (names[1], res.upload_gbit, res.upload_cpu, res.upload_system_cpu)):
@@ -138,4 +195,4 @@ async def bandwidth(ctx: HealthContext) -> list[CheckResult]:
             rows.append(CheckResult(n, ok=ok, required=link, value=value,
                                     target=f"≥ {target} Gbit/s" + ("" if link else f" ({ONE_MACHINE})"),
                                     fix="" if ok else why_slow(gbit, target, cpu, busy, a.name)))
-    return rows
+    return rows + _extremes(ctx, "gbit", "slowest link", "{:.2f} Gbit/s", high_is_bad=False)

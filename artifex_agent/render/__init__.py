@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from artifex_agent.config import ClusterConfig
-from artifex_agent.render import ethtool, netplan, nfs, powershell, samba, sysctl, ufw
+from artifex_agent.render import ethtool, mounts, netplan, nfs, powershell, samba, sysctl, ufw
 from artifex_agent.render.plan import Host, Plan, RenderedFile, build_plan, write
 
-TARGETS = (netplan, sysctl, ethtool, nfs, samba, ufw, powershell)
+TARGETS = (netplan, sysctl, ethtool, nfs, samba, mounts, ufw, powershell)
 
 __all__ = ["Host", "Plan", "RenderedFile", "build_plan", "render_cluster", "render_to", "write"]
 
@@ -42,4 +42,15 @@ def _index(plan: Plan, files: list[RenderedFile]) -> RenderedFile:
             if f.path.startswith(host.name + "/"):
                 lines.append(f"  {f.path.removeprefix(host.name + '/'):<42} -> {f.target}  ({f.purpose})")
         lines.append("")
+    if plan.switch:
+        lines += _switch(plan)
     return RenderedFile("README.txt", "\n".join(lines), "", "index")
+
+
+def _switch(plan: Plan) -> list[str]:
+    """What the switch itself needs: nothing renders its settings, so the index says them."""
+    frame = max(h.mtu for h in plan.hosts) + 18  # Ethernet header and FCS on top of the IP MTU
+    lines = [f"switch/  one port per PC, all untagged in one VLAN, {plan.subnet} for these PCs only; jumbo frames",
+             f"  on for every member port (max frame size at least {frame} bytes; many switches take 9216):"]
+    lines += [f"  {h.name:<12} {h.ip:<15} NIC {h.interface!r}, MTU {h.mtu}" for h in plan.hosts]
+    return [*lines, ""]

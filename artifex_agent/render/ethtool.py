@@ -46,7 +46,7 @@ failed=0
 step() {{
   if ! "$@"; then echo "warning: '$*' failed (the NIC or its driver may not support it)" >&2; failed=1; fi
 }}
-step ip link set "$IFACE" mtu {net.mtu}
+step ip link set "$IFACE" mtu {host.mtu}
 # Larger rings absorb bursts at 10 Gbit/s without drops (ethtool -S shows rx_missed_errors).
 step ethtool -G "$IFACE" rx {net.ring_buffers} tx {net.ring_buffers}
 # Segmentation and receive offloads move per-packet work to the NIC. LRO is safe here because

@@ -23,15 +23,16 @@ def render(plan: Plan, host: Host) -> list[RenderedFile]:
     if not host.shares_server:
         return []
     paths = export_paths(plan)
-    subnet = str(plan.subnet)
+    # On a switch each member PC by its address: the switch may carry other devices of the subnet.
+    sources = plan.sources(host)
     width = max(len(export) for _, export in paths.values())
-    exports_head = header(plan, "#", f"NFS exports of {', '.join(paths)} to {subnet}", [
+    exports_head = header(plan, "#", f"NFS exports of {', '.join(paths)} to {', '.join(sources)}", [
         "sudo apt install -y nfs-kernel-server",
         "mount the bind mounts first (fstab-artifex-exports), then merge these lines into /etc/exports:",
         "sudo exportfs -ra && sudo systemctl restart nfs-kernel-server",
         f"showmount -e {host.ip}   # lists the three exports",
     ])
-    exports = "".join(f"{export:<{width}} {subnet}({EXPORT_OPTIONS[name]})\n"
+    exports = "".join(f"{export:<{width}} {' '.join(f'{s}({EXPORT_OPTIONS[name]})' for s in sources)}\n"
                       for name, (_, export) in paths.items())
     dirs = " ".join(export for _, export in paths.values())
     data = " ".join(data for data, _ in paths.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ class Host:
     agents: list[AgentConfig] = field(default_factory=list)
     coordinator: bool = False
     shares_server: bool = False
+    # Its link MTU: [network] mtu unless one of its agents says otherwise.
+    mtu: int = 9000
 
     @property
     def ip(self) -> str:
@@ -60,6 +63,8 @@ class Plan:
 
     cluster: ClusterConfig
     hosts: list[Host]
+    # The coordinator's link address when it runs on a PC of the subnet without an agent ("" otherwise).
+    coordinator_only: str = ""
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
@@ -72,6 +77,21 @@ class Plan:
     @property
     def shares_host(self) -> Host | None:
         return next((h for h in self.hosts if h.shares_server), None)
+
+    @property
+    def switch(self) -> bool:
+        """Every PC on its own switch port, rather than two on one cable."""
+        return self.cluster.network.topology == "switch"
+
+    def peers(self, host: Host) -> list[Host]:
+        """The other PCs of the cluster, in cluster-file order."""
+        return [h for h in self.hosts if h is not host]
+
+    def sources(self, host: Host) -> list[str]:
+        """Who may reach `host`'s ports: the link subnet on a cable (only the other PC is on it); on a switch,
+        which may carry other devices, each member PC by its address."""
+        members = [h.ip for h in self.peers(host)] + ([self.coordinator_only] if self.coordinator_only else [])
+        return members if self.switch and members else [str(self.subnet)]
 
     def ports(self, host: Host) -> list[Port]:
         """Every port `host` must accept from the link subnet."""
@@ -140,7 +160,7 @@ def build_plan(cluster: ClusterConfig) -> Plan:
             if not interface:
                 interface = "Ethernet 2" if agent.platform == "windows" else "enp3s0f0"
             host = hosts[ip] = Host(agent.name, agent.platform, interface,
-                                    ipaddress.IPv4Interface(f"{ip}/{subnet.prefixlen}"))
+                                    ipaddress.IPv4Interface(f"{ip}/{subnet.prefixlen}"), mtu=agent.mtu or net.mtu)
         elif host.platform != agent.platform:
             raise ConfigError(f"agents.{agent.name} and agents.{host.name} share {ip} but not the platform")
         host.agents.append(agent)
@@ -160,7 +180,12 @@ def build_plan(cluster: ClusterConfig) -> Plan:
         if owner.platform != "linux":
             raise ConfigError(f"[shares] server {owner.name!r} must be a linux PC (it exports NFS/SMB)")
         owner.shares_server = True
-    return Plan(cluster, list(hosts.values()))
+    # A coordinator on a PC of its own dials every agent: on a switch it is a member like the agents' PCs.
+    coordinator_only = ""
+    with contextlib.suppress(ValueError):
+        if coord_ip not in hosts and ipaddress.IPv4Address(coord_ip) in subnet:
+            coordinator_only = coord_ip
+    return Plan(cluster, list(hosts.values()), coordinator_only)
 
 
 def header(plan: Plan, comment: str, purpose: str, apply: list[str]) -> str:

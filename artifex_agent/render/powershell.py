@@ -36,10 +36,12 @@ def render(plan: Plan, host: Host) -> list[RenderedFile]:
 
 def _network(plan: Plan, host: Host) -> RenderedFile:
     net = plan.cluster.network
-    peers = [h for h in plan.hosts if h is not host]
-    peer = peers[0].ip if peers else ""
+    peers = plan.peers(host)
+    # A cable has one PC at the other end; on a switch every member gets the jumbo ping.
+    pinged = [h.ip for h in peers] if plan.switch else [h.ip for h in peers[:1]]
+    link = "its port on the switch" if plan.switch else "the direct link"
     head = header(plan, "#", f"static IP {host.address}, jumbo frames, NIC buffers, RSS and firewall rules "
-                  f"on {host.interface!r} (the direct link of {host.name})", [
+                  f"on {host.interface!r} ({link} of {host.name})", [
                       f"in an elevated PowerShell: powershell -ExecutionPolicy Bypass -File .\\{NETWORK}",
                       f"pass -InterfaceAlias 'NAME' if the 10GbE port is not {host.interface!r} "
                       "(Get-NetAdapter lists them)",
@@ -53,14 +55,21 @@ def _network(plan: Plan, host: Host) -> RenderedFile:
                          f"-LocalPort {port.number} | Out-Null")
     rules.append("New-NetFirewallRule @rule -DisplayName 'artifex: ping from the link' -Protocol ICMPv4 "
                  "-IcmpType 8 | Out-Null")
-    jumbo = net.mtu + ETHERNET_HEADER
-    ping = ""
-    if peer:
-        # 8972 = 9000 minus 20 (IP) and 8 (ICMP) bytes: the largest ping that must not fragment.
-        ping = f"""
+    jumbo = host.mtu + ETHERNET_HEADER
+    # 8972 = 9000 minus 20 (IP) and 8 (ICMP) bytes: the largest ping that must not fragment.
+    ping = "".join(f"""
 Write-Host "Jumbo ping to {peer} (must not fragment):"
-ping.exe -n 2 -f -l {net.mtu - 28} {peer}
-"""
+ping.exe -n 2 -f -l {host.mtu - 28} {peer}
+""" for peer in pinged)
+    if plan.switch:
+        # A switch may carry other devices of the subnet: the rules name each member PC.
+        remote = f"$Members = @({', '.join(q(s) for s in plan.sources(host))})"
+        remote_var, inbound = "$Members", "the member PCs"
+        no_gateway = "the switch only joins the cluster's PCs."
+    else:
+        remote = f"$Subnet = {q(str(plan.subnet))}"
+        remote_var, inbound = "$Subnet", "the link subnet"
+        no_gateway = "the direct link only reaches the other PC."
     body = f"""#Requires -RunAsAdministrator
 [CmdletBinding()]
 param(
@@ -69,7 +78,7 @@ param(
 $ErrorActionPreference = 'Stop'
 $Address = {q(host.ip)}
 $PrefixLength = {host.address.network.prefixlen}
-$Subnet = {q(str(plan.subnet))}
+{remote}
 $Group = {q(FIREWALL_GROUP)}
 $nic = @{{ Name = $InterfaceAlias }}
 $ip = @{{ InterfaceAlias = $InterfaceAlias; AddressFamily = 'IPv4' }}
@@ -77,7 +86,7 @@ $ip = @{{ InterfaceAlias = $InterfaceAlias; AddressFamily = 'IPv4' }}
 $adapter = Get-NetAdapter @nic
 Write-Host "Link: $($adapter.InterfaceDescription), $($adapter.LinkSpeed)"
 
-# Static address without a gateway: the direct link only reaches the other PC.
+# Static address without a gateway: {no_gateway}
 Set-NetIPInterface @ip -Dhcp Disabled
 if (-not (Get-NetIPAddress @ip -IPAddress $Address -ErrorAction SilentlyContinue)) {{
     New-NetIPAddress -InterfaceAlias $InterfaceAlias -IPAddress $Address -PrefixLength $PrefixLength | Out-Null
@@ -85,18 +94,18 @@ if (-not (Get-NetIPAddress @ip -IPAddress $Address -ErrorAction SilentlyContinue
 # A link with no gateway is an "Unidentified network", which Windows files as Public.
 Set-NetConnectionProfile -InterfaceAlias $InterfaceAlias -NetworkCategory Private
 
-# Jumbo frames: "Jumbo Packet" = {jumbo} (MTU {net.mtu} plus the {ETHERNET_HEADER}-byte Ethernet header).
+# Jumbo frames: "Jumbo Packet" = {jumbo} (MTU {host.mtu} plus the {ETHERNET_HEADER}-byte Ethernet header).
 Set-NetAdapterAdvancedProperty @nic -RegistryKeyword {q(JUMBO_KEYWORD)} -RegistryValue {jumbo}
-Set-NetIPInterface @ip -NlMtuBytes {net.mtu}
+Set-NetIPInterface @ip -NlMtuBytes {host.mtu}
 # Buffers: "Receive Buffers" / "Transmit Buffers" = {net.ring_buffers}.
 Set-NetAdapterAdvancedProperty @nic -RegistryKeyword '*ReceiveBuffers' -RegistryValue {net.ring_buffers}
 Set-NetAdapterAdvancedProperty @nic -RegistryKeyword '*TransmitBuffers' -RegistryValue {net.ring_buffers}
 # RSS spreads receive work over {net.queues} queues (cores).
 Set-NetAdapterRss @nic -Enabled $True -NumberOfReceiveQueues {net.queues}
 
-# Inbound from the link subnet only; rerunning replaces the rules instead of adding copies.
+# Inbound from {inbound} only; rerunning replaces the rules instead of adding copies.
 Get-NetFirewallRule -Group $Group -ErrorAction SilentlyContinue | Remove-NetFirewallRule
-$rule = @{{ Group = $Group; Direction = 'Inbound'; RemoteAddress = $Subnet; Action = 'Allow'; Profile = 'Any' }}
+$rule = @{{ Group = $Group; Direction = 'Inbound'; RemoteAddress = {remote_var}; Action = 'Allow'; Profile = 'Any' }}
 {chr(10).join(rules)}
 
 Get-NetAdapterAdvancedProperty @nic -RegistryKeyword {q(JUMBO_KEYWORD)}, '*ReceiveBuffers', '*TransmitBuffers' |

@@ -21,8 +21,8 @@ def render(plan: Plan, host: Host) -> list[RenderedFile]:
         "testparm -s && sudo systemctl restart smbd",
         f"Windows: \\\\{host.ip}\\projects in Explorer, or the rendered mount-shares.ps1",
     ])
-    # `hosts allow` repeats the firewall: only the link subnet, even if ufw is off.
-    allow = f"{net.network_address}/{net.netmask}"
+    # `hosts allow` repeats the firewall: only the link subnet (on a switch: the member PCs), even if ufw is off.
+    allow = " ".join(plan.sources(host)) if plan.switch else f"{net.network_address}/{net.netmask}"
     blocks = [
         ("projects", shares.projects, "no"),
         ("cache", shares.cache, "no"),

@@ -12,10 +12,10 @@ import grpc
 
 from artifex_agent import PROTOCOL_VERSION, __version__
 from artifex_agent.config import AgentConfig, ClusterConfig, is_loopback, split_hostport
-from artifex_agent.engines import gpu
+from artifex_agent.engines import gpu, memplan
 from artifex_agent.engines.encode import available_encoders
 from artifex_agent.engines.models import ModelEntry, list_models, size_rules
-from artifex_agent.errors import ConfigError, RequestError
+from artifex_agent.errors import ArtifexError, ConfigError, RequestError
 from artifex_agent.health import link
 from artifex_agent.health.system import interface_for
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
@@ -65,7 +65,7 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
             name=self.cfg.name, protocol_version=PROTOCOL_VERSION, version=__version__,
             hostname=socket.gethostname(), platform=platform.platform(),
             gpus=[pb.GpuInfo(**g) for g in gpus], gpu_problem=problem,
-            models=[model_info(m) for m in list_models(self.cfg.models_root)],
+            models=[model_info(m, self.cfg, budget_bytes(self.cfg, gpus)) for m in list_models(self.cfg.models_root)],
             encoders=available_encoders(), roles=list(self.cfg.roles),
             torch_version=torch_v, cuda_version=cuda_v, time_unix=time.time(),
             active_streams=self.activity.count, cuda_available=cuda_available(),
@@ -124,8 +124,9 @@ class DiagnosticsService(agent_pb2_grpc.DiagnosticsServicer):
         return await link.probe_peer(request, self.cluster.security, self.cluster.security.secrets.token)
 
 
-def model_info(m: ModelEntry) -> pb.ModelInfo:
-    """A model as Info lists it; a complete video model with its size rules, so the coordinator checks sizes."""
+def model_info(m: ModelEntry, cfg: AgentConfig | None = None, budget: int = 0) -> pb.ModelInfo:
+    """A model as Info lists it; a complete video model with its size rules, so the coordinator checks sizes,
+    and (given the agent's settings) whether this agent's GPU can hold it, so the coordinator routes by it."""
     info = pb.ModelInfo(name=m.name, model_kind=MODEL_KIND.to_pb(m.kind), complete=m.complete,
                         problem=m.problem, two_experts=m.two_experts)
     if m.complete and m.kind != "upscale":
@@ -134,4 +135,43 @@ def model_info(m: ModelEntry) -> pb.ModelInfo:
         except (TypeError, ValueError, IndexError):  # a malformed config: the agent refuses its jobs itself
             return info
         info.size_multiple, info.frame_step, info.max_positions = rules.spatial, rules.temporal, rules.max_positions
+        if cfg is not None:
+            info.hold_bytes = hold_bytes(m, cfg, rules.spatial)
+            info.cannot_hold = not memplan.holds(info.hold_bytes, budget)
     return info
+
+
+def budget_bytes(cfg: AgentConfig, gpus: list[dict[str, int | str]]) -> int:
+    """What this agent plans with for holding a model: vram_budget_gib, else its card under the fraction (0: unknown).
+
+    The card's total, not its free memory now: a model this agent has loaded must not make it look too small.
+    """
+    if cfg.vram_budget_gib:
+        return int(cfg.vram_budget_gib * memplan.GiB)
+    if cfg.device == "cpu" or not gpus:
+        return 0
+    total = int(gpus[0]["memory_total"])
+    return int(total * cfg.gpu_memory_fraction) if cfg.gpu_memory_fraction else total
+
+
+def hold_bytes(m: ModelEntry, cfg: AgentConfig, side: int) -> int:
+    """Peak of the smallest job (one frame, side x side) with one expert resident, at the lightest storage allowed.
+
+    "Resident" (none/model placements) because an expert streamed from the CPU layer by layer
+    technically runs anywhere, too slowly to give a card that could not hold it. 0 when not planned.
+    """
+    import torch
+
+    from artifex_agent.engines.generation import GenerationRequest, _quantized
+    from artifex_agent.engines.placement import candidates
+    from artifex_agent.engines.vram import JobPlanner
+
+    offload = "model" if cfg.cpu_offload and cfg.offload == "auto" else cfg.offload
+    try:
+        allowed = candidates(offload, cfg.weight_storage, quantized=_quantized(m))
+        resident = [p for p in allowed if p.policy in ("none", "model")] or allowed
+        req = GenerationRequest(model=m.name, prompts=["x"], width=side, height=side, num_frames=1)
+        plans = JobPlanner(torch.device("cpu"), torch.bfloat16).model_plan(m, req, resident, 0)
+        return min(plans[p.fp8].estimate_for(p.policy).peak_bytes for p in resident)
+    except (ArtifexError, OSError, ValueError, KeyError, TypeError):  # a folder the planner cannot read
+        return 0

@@ -17,6 +17,7 @@ from artifex_agent.config import AgentConfig, ClusterConfig
 from artifex_agent.delivery.deliverer import Deliverer
 from artifex_agent.delivery.payload import Payload
 from artifex_agent.delivery.split import check_plan, split_generation
+from artifex_agent.engines.eta import CostHistory, EtaClock
 from artifex_agent.engines.generation import GenerationEngine, GenerationRequest, GenerationResult
 from artifex_agent.engines.paths import confined_path
 from artifex_agent.errors import RequestError
@@ -69,6 +70,7 @@ def to_engine_request(request: pb.GenerateRequest, cfg: AgentConfig) -> Generati
         scheduler=request.scheduler,
         shift=shift,
         boundary_ratio=boundary,
+        preview_every=request.preview_every,
     )
 
 
@@ -97,6 +99,14 @@ def _load_image(request: pb.GenerateRequest, cfg: AgentConfig) -> Any:
         raise RequestError(f"image cannot be read: {exc}") from None
 
 
+def _post_cost_key(request: pb.DeliverRequest, post_agent: str) -> tuple[str, tuple[int, int, int]]:
+    """What a Deliver's post-processing costs depends on: where, the upscale, the codec; the size and frames."""
+    spec = request.deliveries[0].spec if request.deliveries else pb.PostSpec()
+    gen = request.generate
+    kind = f"post {post_agent or 'here'} x{spec.upscale or 1} codec {spec.video_codec}"
+    return kind, (gen.width, gen.height, gen.num_frames * max(len(gen.prompts), 1))
+
+
 class GenerateService(agent_pb2_grpc.GenerateServicer):
     """Runs one generation at a time on this agent's GPU and streams the result."""
 
@@ -112,6 +122,9 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
         self.deliverer = deliverer or Deliverer(cfg, ClusterConfig(agents=[cfg]), activity, engine, chunk_bytes)
         # This agent's half of a split Deliver, called in process (split/local.py).
         self.local_split = local_split
+        # Recent decode and post-processing times, for the time left (engines/eta.py); shared with the
+        # engine, which records its decodes (an engine without one, such as a benchmark's ready clip, gets its own).
+        self.costs: CostHistory = getattr(engine, "costs", None) or CostHistory()
         # The GPU runs one pipeline at a time; a single worker thread keeps torch off the event loop.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
@@ -137,6 +150,9 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
             split = request.split if request.HasField("split") and not request.reuse_held else None
             if split is not None:
                 check_plan(split, request.generate, self.cfg, self.deliverer.peers)
+            # The post-processing after the steps, at what this kind of delivery cost lately (time left).
+            post_kind, size = _post_cost_key(request, post_agent)
+            post_s = self.costs.predict(post_kind, *size) or 0.0
             if request.reuse_held:
                 payload = self.deliverer.held.get(job_id)
             else:
@@ -153,7 +169,8 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
                 if not made:
                     runs: list[Pump[GenerationResult]] = []
                     with self.activity.track("generate", job_id):
-                        async with contextlib.aclosing(self._generation(request.generate, runs)) as events:
+                        async with contextlib.aclosing(self._generation(request.generate, runs,
+                                                                        after_s=post_s)) as events:
                             async for raw in events:
                                 yield pb.DeliverEvent.FromString(raw)  # Progress is field 1 of both events
                         result, started = runs[0].result(), runs[0].started  # a failed generation fails in the tally
@@ -165,24 +182,33 @@ class GenerateService(agent_pb2_grpc.GenerateServicer):
                 frame_count = payload.stream().header.frame_count
                 yield pb.DeliverEvent(progress=pb.Progress(current_stage=pb.STAGE_STREAM, step=frame_count,
                                                            total=frame_count, elapsed_s=time.monotonic() - started))
+            delivering = time.monotonic()
             async with contextlib.aclosing(self.deliverer.deliver(request, post_agent, payload, ticket)) as events:
                 async for event in events:
                     yield event
+            self.costs.record(post_kind, *size, time.monotonic() - delivering)
 
     def _local_split(self) -> LocalSplit:
         if self.local_split is None:
             raise RequestError("this agent does not run split jobs")
         return self.local_split
 
-    async def _generation(self, request: pb.GenerateRequest,
-                          runs: list[Pump[GenerationResult]]) -> AsyncGenerator[bytes, None]:
-        """Progress events while the engine runs; then runs[0] holds its outcome."""
+    async def _generation(self, request: pb.GenerateRequest, runs: list[Pump[GenerationResult]],
+                          after_s: float = 0.0) -> AsyncGenerator[bytes, None]:
+        """Progress events while the engine runs; then runs[0] holds its outcome.
+
+        `after_s`: the work after generating that the caller knows of (a Deliver's post-processing).
+        """
         req = to_engine_request(request, self.cfg)
         self.engine.validate(req)
         pump: Pump[GenerationResult] = Pump()
+        # After the last step: the decode, at what it cost lately here (0 until one ran, or latents out).
+        decode = self.costs.predict("decode", req.width, req.height, req.num_frames * len(req.prompts))
+        pump.eta = EtaClock(((decode or 0.0) if req.output == "rgb" else 0.0) + after_s)
         runs.append(pump)
         yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED, message=f"model {req.model}"))
-        work = functools.partial(self.engine.generate, req, on_step=pump.on_step, cancel=pump.cancel)
+        work = functools.partial(self.engine.generate, req, on_step=pump.on_step, cancel=pump.cancel,
+                                 on_preview=pump.on_preview)
         async with contextlib.aclosing(pump.run(self.executor, work)) as events:
             async for event in events:
                 yield event

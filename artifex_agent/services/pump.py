@@ -16,6 +16,8 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
 from typing import Any, Generic, TypeVar
 
+from artifex_agent.engines.eta import EtaClock
+from artifex_agent.engines.previews import Preview
 from artifex_agent.errors import ArtifexError
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
 from artifex_agent.transport import wire
@@ -35,6 +37,9 @@ class Pump(Generic[T]):
         self.cancel = threading.Event()
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._future: asyncio.Future[T] | None = None
+        # Seconds left for this agent's part: the steps alone, unless the handler knows the work after them.
+        self.eta: EtaClock | None = EtaClock()
+        self._last = (0, 0, 0.0)  # the latest step, total and eta_s, which previews travel beside
 
     def emit(self, message: bytes) -> None:
         """Send `message` from the worker (thread-safe); dropped once the handler is gone."""
@@ -43,15 +48,24 @@ class Pump(Generic[T]):
         except RuntimeError:  # the event loop closed under a cancelled call
             pass
 
-    def progress(self, stage: Stage, step: int = 0, total: int = 0, message: str = "") -> None:
-        """Emit a Progress event, timed from `started`."""
+    def progress(self, stage: Stage, step: int = 0, total: int = 0, message: str = "", **extra: Any) -> None:
+        """Emit a Progress event, timed from `started`; `extra`: more Progress fields (eta_s, preview...)."""
         # Progress is field 1 of GenerateEvent, DenoiseEvent and CfgEvent alike.
         self.emit(wire.encode_progress(pb.Progress(current_stage=stage_to_pb(stage), step=step, total=total,
-                                                   message=message, elapsed_s=time.monotonic() - self.started)))
+                                                   message=message, elapsed_s=time.monotonic() - self.started,
+                                                   **extra)))
 
     def on_step(self, step: int, total: int, message: str = "") -> None:
         """A denoising step done: the engines' step callback."""
-        self.progress("denoise", step, total, message)
+        eta_s = self.eta.step(step, total) if self.eta is not None else 0.0
+        self._last = (step, total, eta_s)
+        self.progress("denoise", step, total, message, eta_s=eta_s)
+
+    def on_preview(self, preview: Preview) -> None:
+        """A preview encoded (from the previews thread): a Progress event beside the latest step."""
+        step, total, eta_s = self._last
+        self.progress("denoise", max(step, preview.step), total or preview.total, eta_s=eta_s,
+                      preview=preview.data, preview_mime=preview.mime, preview_step=preview.step)
 
     async def run(self, executor: Executor, work: Callable[[], T]) -> AsyncGenerator[bytes, None]:
         """Start `work` in `executor` and yield what it emits until it ends; then `result()` has its outcome.

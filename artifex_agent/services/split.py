@@ -121,7 +121,7 @@ class SplitService:
                                               got.state.next_step if got is not None else 0)
             pump: Pump[stages.Handed] = Pump(started)
             work = functools.partial(stages.denoise_part, self.engine, req, spec, got, fingerprint, experts,
-                                     cancel=pump.cancel, report=pump.on_step)
+                                     cancel=pump.cancel, report=pump.on_step, on_preview=pump.on_preview)
             async with contextlib.aclosing(pump.run(self.executor, work)) as events:
                 async for event in events:
                     yield event
@@ -150,7 +150,8 @@ class SplitService:
         pump: Pump[torch.Tensor] = Pump(started)
         inbox = inbound.PeerInbox(req.model, pump.cancel)
         work = functools.partial(stages.cfg_half, self.engine, req, role, fingerprint, inbox, emit=pump.emit,
-                                 chunk_bytes=self.chunk_bytes, cancel=pump.cancel, report=pump.on_step)
+                                 chunk_bytes=self.chunk_bytes, cancel=pump.cancel, report=pump.on_step,
+                                 on_preview=pump.on_preview)
         with self.activity.track("cfg", spec.request.job_id):
             yield wire.encode_progress(pb.Progress(current_stage=pb.STAGE_QUEUED,
                                                    message=f"model {req.model}, {role} pass"))

@@ -8,14 +8,21 @@ peer's. A CUDA OOM in either answers RESOURCE_EXHAUSTED through engines/oom.py, 
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from artifex_agent.engines import oom
-from artifex_agent.engines.generation import GenerationCancelled, GenerationEngine, GenerationRequest
+from artifex_agent.engines.generation import (
+    GenerationCancelled,
+    GenerationEngine,
+    GenerationRequest,
+    PreviewCallback,
+)
 from artifex_agent.engines.models import resolve_model
+from artifex_agent.engines.previews import Previews, denoised_estimate
 from artifex_agent.errors import RequestError
 from artifex_agent.proto.artifex.v1 import split_pb2 as spb
 from artifex_agent.split import cfg as cfg_split
@@ -47,8 +54,11 @@ def experts_needed(engine: GenerationEngine, req: GenerationRequest, spec: spb.D
 
 def denoise_part(engine: GenerationEngine, req: GenerationRequest, spec: spb.DenoiseSpec, got: handoff.Handoff | None,
                  fingerprint: str, experts: frozenset[str] | None, *, cancel: threading.Event,
-                 report: Report) -> Handed:
-    """The part's steps; returns (hand-off header, its tensors) or (None, [final latents]), on the CPU."""
+                 report: Report, on_preview: PreviewCallback | None = None) -> Handed:
+    """The part's steps; returns (hand-off header, its tensors) or (None, [final latents]), on the CPU.
+
+    This agent holds the latents for these steps, so it sends their previews (req.preview_every).
+    """
     def work() -> Handed:
         with engine.exclusive(req.model, req, experts=experts) as pipe:
             _check_cancel(cancel)
@@ -65,7 +75,10 @@ def denoise_part(engine: GenerationEngine, req: GenerationRequest, spec: spb.Den
             if stop < state.next_step:
                 raise RequestError(f"stop step {stop} is before the hand-off's step {state.next_step}")
             report(state.next_step, d.total, f"steps {state.next_step + 1}..{stop} of {d.total}")
-            d.run(state, stop, cancel=cancel, on_step=lambda step, total: report(step, total, ""))
+            with _previews(engine.previews_for(req, on_preview), cancel) as previews:
+                on_step = _stepper(report, previews, cancel, lambda: denoised_estimate(d.scheduler, state.latents),
+                                   last=stop)
+                d.run(state, stop, cancel=cancel, on_step=on_step)
             if spec.handoff:
                 header, tensors = handoff.build_header(d.snapshot(state), d, spec.request, fingerprint)
                 return header, [t.detach().to("cpu").contiguous() for t in tensors]
@@ -75,8 +88,14 @@ def denoise_part(engine: GenerationEngine, req: GenerationRequest, spec: spb.Den
 
 
 def cfg_half(engine: GenerationEngine, req: GenerationRequest, role: Pass, fingerprint: str, inbox: PeerInbox, *,
-             emit: Callable[[bytes], None], chunk_bytes: int, cancel: threading.Event, report: Report) -> torch.Tensor:
-    """Every step's `role` pass, traded with the peer's; returns the final latents on the CPU."""
+             emit: Callable[[bytes], None], chunk_bytes: int, cancel: threading.Event, report: Report,
+             on_preview: PreviewCallback | None = None) -> torch.Tensor:
+    """Every step's `role` pass, traded with the peer's; returns the final latents on the CPU.
+
+    Both halves hold the same latents; the conditional one sends the previews. It reads x0 from
+    the scheduler (UniPC): run_half keeps its latents to itself, so a scheduler without x0
+    (flow-match Euler) gives a CFG-parallel job no previews.
+    """
     def send(step: int, tensor: torch.Tensor) -> None:
         for message in cfg_split.noise_messages(step, tensor, inbox.mine, model=req.model, chunk_bytes=chunk_bytes):
             emit(message)
@@ -87,11 +106,35 @@ def cfg_half(engine: GenerationEngine, req: GenerationRequest, role: Pass, finge
             d = Denoiser(pipe, req)
             # This agent's identity, checked against every prediction the peer sends.
             inbox.mine.CopyFrom(cfg_split.identity(d, fingerprint))
-            state = cfg_split.run_half(d, role, send, inbox.receive, cancel=cancel,
-                                       on_step=lambda step, total: report(step, total, ""))
+            sink = on_preview if role == "cond" else None
+            with _previews(engine.previews_for(req, sink), cancel) as previews:
+                on_step = _stepper(report, previews, cancel, lambda: denoised_estimate(d.scheduler, None),
+                                   last=d.total)
+                state = cfg_split.run_half(d, role, send, inbox.receive, cancel=cancel, on_step=on_step)
             return state.latents.to("cpu", torch.float32).contiguous()
 
     return oom.guarded(work, OOM_ADVICE)
+
+
+@contextlib.contextmanager
+def _previews(previews: Previews | None, cancel: threading.Event) -> Iterator[Previews | None]:
+    """The part's previews (None: not asked for), closed at its end; none are sent once the job is cancelled."""
+    try:
+        yield previews
+    finally:
+        if previews is not None:
+            previews.close(drop=cancel.is_set())
+
+
+def _stepper(report: Report, previews: Previews | None, cancel: threading.Event,
+             estimate: Callable[[], torch.Tensor | None], *, last: int) -> Callable[[int, int], None]:
+    """A part's step callback: report the step, then capture its preview if due (`last`: the part's end)."""
+    def on_step(step: int, total: int) -> None:
+        report(step, total, "")
+        if previews is not None and previews.due(step) and not cancel.is_set():
+            previews.capture(step, total, estimate(), last=step == last)
+
+    return on_step
 
 
 def _check_cancel(cancel: threading.Event) -> None:

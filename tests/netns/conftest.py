@@ -1,4 +1,5 @@
-"""`two_hosts`: namespaces A and B on a veth link, an agent in each (see tests/netns/rig.py)."""
+"""`two_hosts`: namespaces A and B on a veth link, an agent in each; `four_hosts`: a to d on one bridge
+(see tests/netns/rig.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.rig import TwoHosts, unavailable
+from tests.netns.rig import Hosts, TwoHosts, unavailable
 from tests.processes import held, session_ending
 
 
@@ -44,3 +45,31 @@ def rig(two_hosts: TwoHosts) -> Iterator[TwoHosts]:
         yield two_hosts
     finally:
         two_hosts.stop_coordinators()
+
+
+@pytest.fixture(scope="session")
+def _four_hosts_session(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[Hosts]:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Hosts(tmp_path_factory.mktemp("four-hosts"), n=4, models_root=models_root) as rig, \
+            held(lambda: list(rig.agents.values())):
+        yield rig
+
+
+@pytest.fixture
+def four_hosts(_four_hosts_session: Hosts) -> Iterator[Hosts]:
+    """Hosts a, b, c, d on one bridge, an agent in each from the rig's cluster file; links put back after each test.
+
+    An agent a test stopped or started from another file is restarted when the next test begins, not when
+    the test ends: the last test's leftovers cost nothing (each agent takes seconds to start on two cores)."""
+    rig = _four_hosts_session
+    rig.reset()
+    restart = rig.agents_to_restart()
+    if restart:
+        rig.start_agents(restart)
+    try:
+        yield rig
+    finally:
+        rig.stop_coordinators()
+        rig.reset()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,12 @@ def rendered(example: ClusterConfig) -> dict[str, str]:
 def body(text: str) -> list[str]:
     """The lines that are not comments or blank."""
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def assert_samba_accepts(blocks: str, tmp_path: Path) -> None:
+    """testparm (where Samba is installed) reads the rendered share blocks without an unknown parameter."""
+    if shutil.which("testparm"):
+        path = tmp_path / "smb.conf"
+        path.write_text("[global]\n   workgroup = WORKGROUP\n" + blocks)
+        out = subprocess.run(["testparm", "-s", str(path)], capture_output=True, text=True)
+        assert out.returncode == 0 and "Unknown parameter" not in out.stderr, out.stderr

@@ -119,7 +119,7 @@ class ReadyClip:
     def validate(self, req: Any) -> None:
         pass
 
-    def generate(self, req: Any, on_step: Any = None, cancel: Any = None) -> GenerationResult:
+    def generate(self, req: Any, on_step: Any = None, cancel: Any = None, on_preview: Any = None) -> GenerationResult:
         frames = np.broadcast_to(np.zeros((720, 1280, 3), np.uint8), (1, 40, 720, 1280, 3))
         return GenerationResult(frames=frames, latents=None, fps=16.0, model="ready", seconds=0.0)
 

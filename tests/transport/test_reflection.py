@@ -96,3 +96,15 @@ def test_reflection_without_the_token_is_refused(served: dict[str, Served], proc
     with channel, pytest.raises(grpc.RpcError) as refused:
         db.get_services()
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("process", ["agent", "coordinator"])
+def test_reflection_v1_is_unimplemented_so_grpcurl_falls_back_to_v1alpha(served: dict[str, Served],
+                                                                          process: str) -> None:
+    # grpcurl asks grpc.reflection.v1 first and takes v1alpha only after UNIMPLEMENTED (not a hang or UNKNOWN).
+    channel = grpc.insecure_channel(served[process].address)
+    with channel:
+        call = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(call(iter([b""]), metadata=call_metadata(TOKEN), timeout=10))
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

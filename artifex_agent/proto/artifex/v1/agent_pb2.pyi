@@ -159,21 +159,29 @@ class StreamTrailer(_message.Message):
     def __init__(self, frame_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("current_stage", "step", "total", "message", "elapsed_s")
+    __slots__ = ("current_stage", "step", "total", "message", "elapsed_s", "preview", "preview_mime", "preview_step", "eta_s")
     CURRENT_STAGE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_MIME_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_STEP_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
     current_stage: Stage
     step: int
     total: int
     message: str
     elapsed_s: float
-    def __init__(self, current_stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+    preview: bytes
+    preview_mime: str
+    preview_step: int
+    eta_s: float
+    def __init__(self, current_stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., preview: _Optional[bytes] = ..., preview_mime: _Optional[str] = ..., preview_step: _Optional[int] = ..., eta_s: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id", "seeds", "loras", "scheduler", "shift", "boundary_ratio")
+    __slots__ = ("model", "task", "prompts", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "seed", "fps", "image", "image_path", "output", "job_id", "seeds", "loras", "scheduler", "shift", "boundary_ratio", "preview_every")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +203,7 @@ class GenerateRequest(_message.Message):
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     SHIFT_FIELD_NUMBER: _ClassVar[int]
     BOUNDARY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: Task
     prompts: _containers.RepeatedScalarFieldContainer[str]
@@ -216,7 +225,8 @@ class GenerateRequest(_message.Message):
     scheduler: str
     shift: float
     boundary_ratio: float
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., prompts: _Optional[_Iterable[str]] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[bytes] = ..., image_path: _Optional[str] = ..., output: _Optional[_Union[PayloadKind, str]] = ..., job_id: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ..., loras: _Optional[_Iterable[_Union[LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ...) -> None: ...
+    preview_every: int
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., prompts: _Optional[_Iterable[str]] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[bytes] = ..., image_path: _Optional[str] = ..., output: _Optional[_Union[PayloadKind, str]] = ..., job_id: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ..., loras: _Optional[_Iterable[_Union[LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class LoraRef(_message.Message):
     __slots__ = ("name", "strength", "expert")
@@ -413,7 +423,7 @@ class GpuInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., temperature_c: _Optional[int] = ..., utilization_pct: _Optional[int] = ..., driver: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "complete", "problem", "two_experts", "model_kind", "size_multiple", "frame_step", "max_positions")
+    __slots__ = ("name", "complete", "problem", "two_experts", "model_kind", "size_multiple", "frame_step", "max_positions", "hold_bytes", "cannot_hold")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +432,8 @@ class ModelInfo(_message.Message):
     SIZE_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
     FRAME_STEP_FIELD_NUMBER: _ClassVar[int]
     MAX_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CANNOT_HOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     complete: bool
     problem: str
@@ -430,7 +442,9 @@ class ModelInfo(_message.Message):
     size_multiple: int
     frame_step: int
     max_positions: int
-    def __init__(self, name: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., size_multiple: _Optional[int] = ..., frame_step: _Optional[int] = ..., max_positions: _Optional[int] = ...) -> None: ...
+    hold_bytes: int
+    cannot_hold: bool
+    def __init__(self, name: _Optional[str] = ..., complete: _Optional[bool] = ..., problem: _Optional[str] = ..., two_experts: _Optional[bool] = ..., model_kind: _Optional[_Union[ModelKind, str]] = ..., size_multiple: _Optional[int] = ..., frame_step: _Optional[int] = ..., max_positions: _Optional[int] = ..., hold_bytes: _Optional[int] = ..., cannot_hold: _Optional[bool] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
     __slots__ = ("name", "protocol_version", "version", "hostname", "platform", "gpus", "models", "encoders", "roles", "torch_version", "cuda_version", "time_unix", "active_streams", "gpu_problem", "cuda_available", "link_interface", "link_mtu")

@@ -59,7 +59,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("prompts", "model", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "negative_prompt", "seed", "fps", "image", "upscale", "upscale_model", "crf", "encode_preset", "output", "priority", "tags", "loras", "scheduler", "shift", "boundary_ratio", "preset", "video_codec", "encoder_choice", "split_mode", "decode_on_side", "image_data", "post_input")
+    __slots__ = ("prompts", "model", "width", "height", "num_frames", "steps", "guidance_scale", "guidance_scale_2", "negative_prompt", "seed", "fps", "image", "upscale", "upscale_model", "crf", "encode_preset", "output", "priority", "tags", "loras", "scheduler", "shift", "boundary_ratio", "preset", "video_codec", "encoder_choice", "split_mode", "decode_on_side", "image_data", "post_input", "preview_every")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class JobSpec(_message.Message):
     DECODE_ON_SIDE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DATA_FIELD_NUMBER: _ClassVar[int]
     POST_INPUT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedScalarFieldContainer[str]
     model: str
     width: int
@@ -127,10 +128,11 @@ class JobSpec(_message.Message):
     decode_on_side: DecodeOn
     image_data: bytes
     post_input: str
-    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ..., video_codec: _Optional[_Union[_agent_pb2.Codec, str]] = ..., encoder_choice: _Optional[_Union[_agent_pb2.EncoderChoice, str]] = ..., split_mode: _Optional[_Union[SplitMode, str]] = ..., decode_on_side: _Optional[_Union[DecodeOn, str]] = ..., image_data: _Optional[bytes] = ..., post_input: _Optional[str] = ...) -> None: ...
+    preview_every: int
+    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., guidance_scale_2: _Optional[float] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., fps: _Optional[float] = ..., image: _Optional[str] = ..., upscale: _Optional[int] = ..., upscale_model: _Optional[str] = ..., crf: _Optional[int] = ..., encode_preset: _Optional[str] = ..., output: _Optional[str] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., loras: _Optional[_Iterable[_Union[_agent_pb2.LoraRef, _Mapping]]] = ..., scheduler: _Optional[str] = ..., shift: _Optional[float] = ..., boundary_ratio: _Optional[float] = ..., preset: _Optional[str] = ..., video_codec: _Optional[_Union[_agent_pb2.Codec, str]] = ..., encoder_choice: _Optional[_Union[_agent_pb2.EncoderChoice, str]] = ..., split_mode: _Optional[_Union[SplitMode, str]] = ..., decode_on_side: _Optional[_Union[DecodeOn, str]] = ..., image_data: _Optional[bytes] = ..., post_input: _Optional[str] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "current_stage", "batch_id", "idempotency_key", "sha256", "waiting", "expected_start_unix", "queued_s")
+    __slots__ = ("id", "state", "spec", "outputs", "error", "attempts", "agent", "post_agent", "created_unix", "started_unix", "finished_unix", "cached", "current_stage", "batch_id", "idempotency_key", "sha256", "waiting", "expected_start_unix", "queued_s", "expected_end_unix")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +152,7 @@ class Job(_message.Message):
     WAITING_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_START_UNIX_FIELD_NUMBER: _ClassVar[int]
     QUEUED_S_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_END_UNIX_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     spec: JobSpec
@@ -169,10 +172,11 @@ class Job(_message.Message):
     waiting: str
     expected_start_unix: float
     queued_s: float
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., agent: _Optional[str] = ..., post_agent: _Optional[str] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., cached: _Optional[bool] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., batch_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ..., waiting: _Optional[str] = ..., expected_start_unix: _Optional[float] = ..., queued_s: _Optional[float] = ...) -> None: ...
+    expected_end_unix: float
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., agent: _Optional[str] = ..., post_agent: _Optional[str] = ..., created_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., cached: _Optional[bool] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., batch_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ..., waiting: _Optional[str] = ..., expected_start_unix: _Optional[float] = ..., queued_s: _Optional[float] = ..., expected_end_unix: _Optional[float] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "seq", "time_unix", "state", "current_stage", "step", "total", "message", "agent", "job", "event_kind", "snapshot")
+    __slots__ = ("job_id", "seq", "time_unix", "state", "current_stage", "step", "total", "message", "agent", "job", "event_kind", "snapshot", "preview", "preview_mime", "preview_step", "eta_s")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +189,10 @@ class JobEvent(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     EVENT_KIND_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_MIME_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_STEP_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     seq: int
     time_unix: float
@@ -197,7 +205,11 @@ class JobEvent(_message.Message):
     job: Job
     event_kind: JobEventKind
     snapshot: bool
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time_unix: _Optional[float] = ..., state: _Optional[_Union[JobState, str]] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., agent: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., event_kind: _Optional[_Union[JobEventKind, str]] = ..., snapshot: _Optional[bool] = ...) -> None: ...
+    preview: bytes
+    preview_mime: str
+    preview_step: int
+    eta_s: float
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time_unix: _Optional[float] = ..., state: _Optional[_Union[JobState, str]] = ..., current_stage: _Optional[_Union[_agent_pb2.Stage, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ..., agent: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., event_kind: _Optional[_Union[JobEventKind, str]] = ..., snapshot: _Optional[bool] = ..., preview: _Optional[bytes] = ..., preview_mime: _Optional[str] = ..., preview_step: _Optional[int] = ..., eta_s: _Optional[float] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("spec", "idempotency_key")

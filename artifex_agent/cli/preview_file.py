@@ -1,0 +1,82 @@
+"""`submit --wait --preview PATH`: the job's newest live preview kept at PATH as an animated WebP.
+
+An agent sends a preview as one small image: up to four frames spread over the clip, in reading order
+on a grid two cells wide (engines/previews.py; a black cell fills a grid of three). Here the cells
+become the frames of a loop. Each new preview replaces the file whole: written beside it under a
+temporary name, then renamed over it, so a viewer that reloads the file never reads half a picture.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from pathlib import Path
+
+from PIL import Image, ImageStat, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+# How long each frame of the loop shows.
+FRAME_MS = 250
+# The empty cell of a grid of three is black, give or take what the lossy encode bleeds into it.
+BLACK_MEAN = 8.0
+
+
+def frames_of(data: bytes, aspect: float, clip_frames: int) -> list[Image.Image]:
+    """The frames a preview shows, as RGB images: an animated image's own, else the cells of its grid.
+
+    `aspect` (width / height) and `clip_frames` are the clip's: each cell has the clip's aspect, so a
+    grid twice as wide as a cell is two frames side by side, one as wide is 2x2 (or one frame, for a
+    clip of one frame).
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        count = int(getattr(image, "n_frames", 1))
+        if count > 1:
+            frames = []
+            for index in range(count):
+                image.seek(index)
+                frames.append(image.convert("RGB"))
+            return frames
+        grid = image.convert("RGB")
+    width, height = grid.size
+    side_by_side = abs(math.log(width / height / aspect / 2)) < abs(math.log(width / height / aspect))
+    columns, rows = (2, 1) if side_by_side else (2, 2) if clip_frames > 1 else (1, 1)
+    cell_w, cell_h = width // columns, height // rows
+    cells = [grid.crop((c * cell_w, r * cell_h, (c + 1) * cell_w, (r + 1) * cell_h))
+             for r in range(rows) for c in range(columns)]
+    # The grid's last cell is black when it shows three frames.
+    if len(cells) == 4 and max(ImageStat.Stat(cells[-1]).mean) < BLACK_MEAN:
+        cells.pop()
+    return cells
+
+
+class PreviewFile:
+    """The WebP at `path`, rewritten with each preview of a clip `width` x `height` of `frames` frames."""
+
+    def __init__(self, path: Path, width: int, height: int, frames: int) -> None:
+        self.path = path
+        self.aspect = width / height
+        self.clip_frames = frames
+        self.written = 0
+        self.step = 0
+
+    def update(self, data: bytes, step: int = 0) -> bool:
+        """Replace the file with this preview's frames; False (the file unchanged) when it does not decode."""
+        try:
+            frames = frames_of(data, self.aspect, self.clip_frames)
+        except (UnidentifiedImageError, OSError, ValueError, ZeroDivisionError) as exc:
+            logger.warning("a preview that does not decode was skipped: %s", exc)
+            return False
+        # The same folder (a rename within one filesystem is atomic), a name no other writer uses.
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            frames[0].save(temporary, "WEBP", save_all=True, append_images=frames[1:], duration=FRAME_MS, loop=0,
+                           quality=80)
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        self.written += 1
+        self.step = step
+        return True

@@ -1,0 +1,1 @@
+"""The coordinator's web page: queue, submit, jobs, agents and gallery (docs/web.md)."""
