@@ -358,6 +358,8 @@ def main() -> int:
                         help="queue page loads a second while the pages are open (20 pages reloading every 10 s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.loads_per_s <= 0:
+        parser.error("--loads-per-s must be above 0 (the queue page's time to first byte is measured)")
     results = run(workdir("web"), finished=args.finished, queued=args.queued, pages=args.pages, probes=args.probes,
                   rounds=args.rounds, every_s=args.every_s, loads_per_s=args.loads_per_s)
     emit(results, args.json)
