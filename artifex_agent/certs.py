@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from artifex_agent.errors import ArtifexError
+from artifex_agent.newfile import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ class Issued:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write `data` to `path` readable by its owner only (mode 0600), also on first creation."""
-    # Keys are created 0600 from the start, not chmod-ed after being readable for a moment.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
+    # Keys are created 0600 from the start, not chmod-ed after being readable for a moment, and never
+    # written through a link planted at `path`.
+    with replacing(path, 0o600) as f:
         f.write(data)
 
 

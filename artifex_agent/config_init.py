@@ -10,6 +10,7 @@ from pathlib import Path
 from artifex_agent.certs import write_private
 from artifex_agent.config import DEFAULT_AGENT_PORT, DEFAULT_COORDINATOR_PORT
 from artifex_agent.errors import ArtifexError
+from artifex_agent.newfile import replacing
 
 LOCAL_HEADER = """\
 # Written by `artifex-agent config init --local`: one agent, the coordinator and the drop-folder
@@ -163,5 +164,6 @@ def init(config: Path, *, local: bool, home: Path, token_file: Path | None = Non
             folder.mkdir(parents=True, exist_ok=True)
     config.parent.mkdir(parents=True, exist_ok=True)
     text = local_text(config, home, token_file, nvidia_gpu_present()) if local else pair_text(config, token_file)
-    config.write_text(text, encoding="utf-8")
+    with replacing(config) as f:
+        f.write(text.encode())
     return Written(config, token_file, created, folders)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from artifex_agent.launcher import ChildProcess
 from artifex_agent.local_cluster import LocalCluster
+from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
+from artifex_agent.transport.channel import AgentStub, open_channel
 
 # A test agent that has not exited this long after SIGTERM is killed: a healthy one takes about two seconds
 # (unloading its model), and the launcher's own 15 s would only make a hung teardown slower.
@@ -86,3 +88,15 @@ def link_models(workdir: Path, models_root: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "models").symlink_to(models_root, target_is_directory=True)
     return workdir
+
+
+async def deliver_events(address: str, token: str, request: pb.DeliverRequest, *, timeout: float = 60,
+                         on_event: Callable[[pb.DeliverEvent], None] | None = None) -> list[pb.DeliverEvent]:
+    """Every event of one Deliver to the agent at `address` (`on_event` sees each as it comes)."""
+    async with open_channel(address) as channel:
+        events = []
+        async for event in AgentStub(channel, token).deliver(request, timeout=timeout):
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+        return events

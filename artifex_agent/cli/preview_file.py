@@ -11,10 +11,11 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 from pathlib import Path
 
 from PIL import Image, ImageStat, UnidentifiedImageError
+
+from artifex_agent.newfile import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +70,10 @@ class PreviewFile:
         except (UnidentifiedImageError, OSError, ValueError, ZeroDivisionError) as exc:
             logger.warning("a preview that does not decode was skipped: %s", exc)
             return False
-        # The same folder (a rename within one filesystem is atomic), a name no other writer uses.
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            frames[0].save(temporary, "WEBP", save_all=True, append_images=frames[1:], duration=FRAME_MS, loop=0,
+        # The same folder (a rename within one filesystem is atomic), a fresh name created exclusively.
+        with replacing(self.path) as f:
+            frames[0].save(f, "WEBP", save_all=True, append_images=frames[1:], duration=FRAME_MS, loop=0,
                            quality=80)
-            os.replace(temporary, self.path)
-        finally:
-            temporary.unlink(missing_ok=True)
         self.written += 1
         self.step = step
         return True

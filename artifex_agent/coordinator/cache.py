@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from artifex_agent.engines.paths import safe_output_path
+from artifex_agent.engines.temp_files import TempFile
 from artifex_agent.errors import RequestError
 
 logger = logging.getLogger(__name__)
@@ -94,9 +95,7 @@ class ResultsCache:
                 dst = safe_output_path(Path(hit.root), _stem(name, suffix) + tail, suffix=suffix)
                 # Linked already (the same name asked for twice): renaming a link onto itself would do nothing.
                 if not (dst.exists() and os.path.samefile(src, dst)):
-                    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
-                    _link_or_copy(Path(src), tmp)
-                    os.replace(tmp, dst)  # a fresh run replaces an older file of that name too
+                    _place_file(Path(src), dst)
                 placed.append(str(dst))
         except (OSError, RequestError) as exc:
             logger.warning("cannot place cached outputs as %s under %s (%s); the job names the cache's files",
@@ -145,6 +144,24 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
+
+
+def _place_file(src: Path, dst: Path) -> None:
+    """`src` at `dst` in an agents' output folder, replacing an older file of that name as a fresh run would.
+
+    Hard-linked under a temporary name and renamed (neither os.link nor os.replace follows a link
+    planted there); where a link cannot be made, copied through engines/temp_files (created
+    exclusively in .tmp/, never through a link).
+    """
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        with TempFile(dst) as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out.file)
+            out.publish()
+        return
+    os.replace(tmp, dst)
 
 
 def remove_placed(paths: list[str]) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from artifex_agent.newfile import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,7 @@ def _secret(path: Path) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     data = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
+    with replacing(path, 0o600) as f:
         f.write(data)
     logger.info("web: new session key in %s (browsers log in again)", path)
     return data

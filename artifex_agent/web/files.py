@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from artifex_agent.config import ClusterConfig
+from artifex_agent.newfile import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,8 @@ class OutputFiles:
             if image is None:
                 return None
             self.poster_dir.mkdir(parents=True, exist_ok=True)
-            part = target.with_suffix(".part")
-            image.save(part, "JPEG", quality=82)
-            part.replace(target)
+            with replacing(target) as f:
+                image.save(f, "JPEG", quality=82)
         return target
 
 

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from artifex_agent.coordinator.cache import MANIFEST, ResultsCache
 from artifex_agent.engines.encode import file_sha256
 from tests.coordinator.conftest import Coordinator, spec
@@ -84,3 +86,25 @@ def test_a_repeated_job_through_the_coordinator_names_its_own_output(coordinator
         assert folder / f"{kept}.mp4" in before
         assert client.submit(spec("a cached heron", seed=31), idempotency_key="k1") == kept
         assert set(folder.iterdir()) == before
+
+
+def test_where_no_hard_link_can_be_made_the_file_is_copied_never_through_a_planted_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from artifex_agent.coordinator import cache
+
+    src = tmp_path / "cache" / "0.mp4"
+    src.parent.mkdir()
+    src.write_bytes(b"the cached clip")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    (outputs / "job.mp4").symlink_to(victim)  # planted where the output goes
+
+    def no_link(a: object, b: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(cache.os, "link", no_link)
+    cache._place_file(src, outputs / "job.mp4")
+    assert victim.read_bytes() == b"keep me"
+    assert not (outputs / "job.mp4").is_symlink() and (outputs / "job.mp4").read_bytes() == b"the cached clip"

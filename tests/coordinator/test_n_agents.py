@@ -365,3 +365,12 @@ def test_top_shows_every_agent_what_it_cannot_hold_and_one_added_to_the_file(tmp
     out = io.StringIO()
     Console(file=out, width=200).print(top.render(top.Snapshot([top.AgentView("pc3", "x:1", info=small)], None), None))
     assert f"cannot hold: {A14B}" in out.getvalue()
+
+
+def test_an_agent_on_a_gpu_plans_with_its_card_under_the_fraction_or_its_budget() -> None:
+    # What NVML reports (services/diagnostics gpu rows), without a GPU here.
+    card = [{"name": "RTX 3090", "memory_total": 24 * GIB}]
+    assert budget_bytes(AgentConfig(name="a", device="cuda", gpu_memory_fraction=0.5), card) == 12 * GIB
+    assert budget_bytes(AgentConfig(name="a", device="cuda", gpu_memory_fraction=0.0), card) == 24 * GIB
+    assert budget_bytes(AgentConfig(name="a", device="cuda", vram_budget_gib=10), card) == 10 * GIB
+    assert budget_bytes(AgentConfig(name="a", device="cpu"), card) == 0  # a CPU agent is not judged

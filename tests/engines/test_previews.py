@@ -151,3 +151,48 @@ def test_the_engine_records_its_decode_cost_by_size(engine: GenerationEngine) ->
     engine.generate(request(width=48, height=32, steps=2))
     cost = engine.costs.predict("decode", 48, 32, 9)
     assert cost is not None and 0 < cost < 10
+
+
+def test_an_estimate_on_the_gpu_is_copied_to_pinned_memory_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No GPU here: the CUDA branch of Previews.capture with torch's calls faked, checking what they receive.
+    frames = np.full((2, 8, 8, 3), 200, np.uint8)
+    calls: list[tuple] = []
+
+    class OnGpu:
+        is_cuda = True
+        shape = frames.shape
+        dtype = torch.uint8
+
+    class Pinned:
+        def __len__(self) -> int:
+            return len(frames)
+
+        def copy_(self, src: object, non_blocking: bool = False) -> None:
+            calls.append(("copy_", type(src).__name__, non_blocking))
+
+        def numpy(self) -> np.ndarray:
+            calls.append(("numpy",))
+            return frames
+
+    class Event:
+        def record(self) -> None:
+            calls.append(("record",))
+
+        def synchronize(self) -> None:
+            calls.append(("synchronize",))
+
+    def empty(shape: tuple, dtype: torch.dtype, pin_memory: bool) -> Pinned:
+        calls.append(("empty", tuple(shape), dtype, pin_memory))
+        return Pinned()
+
+    monkeypatch.setattr(pv, "project", lambda estimate, count: OnGpu())
+    monkeypatch.setattr(pv.torch, "empty", empty)
+    monkeypatch.setattr(pv.torch.cuda, "Event", Event)
+    got: list[pv.Preview] = []
+    previews = pv.Previews(1, 8, 8, got.append)
+    previews.capture(1, 1, torch.zeros(1), last=True)
+    previews.close()
+    # Pinned host memory, a copy that does not wait, an event recorded; the encoding thread waits on it first.
+    assert calls[:3] == [("empty", frames.shape, torch.uint8, True), ("copy_", "OnGpu", True), ("record",)]
+    assert calls[3:] == [("synchronize",), ("numpy",)]
+    assert len(got) == 1 and Image.open(io.BytesIO(got[0].data)).size[0] > 0

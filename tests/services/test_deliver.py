@@ -15,8 +15,7 @@ import pytest
 from artifex_agent.local_cluster import LocalCluster, free_port
 from artifex_agent.metrics import metrics_url, scrape, total
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.transport.channel import AgentStub, open_channel
-from tests.processes import link_models, started
+from tests.processes import deliver_events, link_models, started
 
 HOLD_S = 4.0
 # Every call needs it, the agents' calls to each other included.
@@ -50,13 +49,7 @@ def _spec(name: str, **kw: Any) -> pb.PostSpec:
 
 async def _events(cluster: LocalCluster, request: pb.DeliverRequest,
                   on_event: Any = None) -> list[pb.DeliverEvent]:
-    async with open_channel(cluster.address("a")) as channel:
-        events = []
-        async for event in AgentStub(channel, TOKEN).deliver(request, timeout=60):
-            events.append(event)
-            if on_event is not None:
-                on_event(event)
-        return events
+    return await deliver_events(cluster.address("a"), TOKEN, request, on_event=on_event)
 
 
 def _results(events: list[pb.DeliverEvent]) -> dict[int, pb.DeliveryResult]:

@@ -17,7 +17,7 @@ import pytest
 
 from artifex_agent.local_cluster import LocalCluster
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.transport.channel import AgentStub, open_channel
+from tests.processes import deliver_events
 from tests.split.conftest import ODD, TOKEN
 from tests.split.test_agents import LATENT, RGB, request
 
@@ -33,15 +33,7 @@ def deliver_request(cluster: LocalCluster, name: str, *, split: pb.SplitPlan | N
 
 def deliver(cluster: LocalCluster, to: str, req: pb.DeliverRequest,
             on_event: Callable[[pb.DeliverEvent], None] | None = None) -> list[pb.DeliverEvent]:
-    async def go() -> list[pb.DeliverEvent]:
-        async with open_channel(cluster.address(to)) as channel:
-            events = []
-            async for event in AgentStub(channel, TOKEN).deliver(req, timeout=120):
-                events.append(event)
-                if on_event is not None:
-                    on_event(event)
-            return events
-    return asyncio.run(go())
+    return asyncio.run(deliver_events(cluster.address(to), TOKEN, req, timeout=120, on_event=on_event))
 
 
 def result(events: list[pb.DeliverEvent]) -> pb.DeliveryResult:
