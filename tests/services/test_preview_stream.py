@@ -122,7 +122,7 @@ def test_a_delivers_time_left_counts_the_post_processing_it_cost_last_time(pair:
     first, _, _ = asyncio.run(_deliver(pair, request))
     second, at, end = asyncio.run(_deliver(pair, request))
     # At the last step only the decode and the post-processing are left: the first Deliver knew no
-    # post-processing of this kind (a decode, perhaps, from another size).
+    # post-processing of this kind, the second counts what the first's cost. (Not "second > first":
+    # the first's decode estimate may come from another size, scaled, and exceed this size's own.)
     assert first.step == second.step == 3
-    assert second.eta_s > first.eta_s
     assert 0.5 * (end - at) <= second.eta_s <= 2.0 * (end - at)
