@@ -275,9 +275,11 @@ class AgentPool:
         except Exception as exc:  # a health check must never take the loop down
             logger.exception("health check of %s failed", agent.name)
             serving, problem = False, type(exc).__name__
-        agent.checked = True
+        first, agent.checked = not agent.checked, True
         if serving != agent.up:
             self._set(agent, serving, problem)
+        elif first:
+            self.on_change()  # down from the start: jobs waiting to hear of it (routing.choose_post) move on
         agent.problem = problem
 
     async def _refresh_info(self, agent: AgentHandle, timeout: float) -> str:

@@ -26,6 +26,11 @@ def choose_post(agents: Iterable[AgentHandle], spec: JobSpec, generator: AgentHa
     A retry goes back to the agent of the previous attempt when it can, so a re-run
     overwrites the same output file instead of leaving a second one elsewhere.
     """
+    agents = list(agents)
+    if any(a.name == previous and not a.checked for a in agents):
+        # The coordinator has just started and not yet heard from it: wait for its first health
+        # check rather than send the re-run elsewhere and leave the earlier attempt's file behind.
+        return None
     capable = [a for a in agents if a.can_post(spec)]
     if not capable:
         return None

@@ -374,3 +374,14 @@ def test_an_agent_on_a_gpu_plans_with_its_card_under_the_fraction_or_its_budget(
     assert budget_bytes(AgentConfig(name="a", device="cuda", gpu_memory_fraction=0.0), card) == 24 * GIB
     assert budget_bytes(AgentConfig(name="a", device="cuda", vram_budget_gib=10), card) == 10 * GIB
     assert budget_bytes(AgentConfig(name="a", device="cpu"), card) == 0  # a CPU agent is not judged
+
+
+def test_a_rerun_waits_for_its_earlier_post_agents_first_health_check_after_a_restart() -> None:
+    a, b = handle("a", models={DEMO_MODEL: False}), handle("b", models={DEMO_MODEL: False}, prefer=("post",))
+    job = JobSpec(prompts=["x"], model=DEMO_MODEL)
+    b.up, b.checked, a.checked = False, False, True  # the coordinator just started: b not heard from yet
+    assert routing.choose_post([a, b], job, a, previous="b") is None  # not a second file on a
+    b.checked = True  # checked and down: the re-run goes elsewhere
+    assert routing.choose_post([a, b], job, a, previous="b") is a
+    b.up = True
+    assert routing.choose_post([a, b], job, a, previous="b") is b
