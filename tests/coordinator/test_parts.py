@@ -101,7 +101,8 @@ def test_batches_hold_only_compatible_jobs_and_wait_at_most_the_timeout() -> Non
 
 def _agent(name: str, prefer: list[str], *, generating: int = 0, posting: int = 0, up: bool = True) -> AgentHandle:
     a = AgentHandle(AgentConfig(name=name, prefer=prefer), stub=None, channel=None)  # type: ignore[arg-type]
-    a.up, a.generating, a.posting = up, generating, posting
+    # Heard from (checked): routing waits for an agent's first health check before deciding without it.
+    a.up, a.checked, a.generating, a.posting = up, True, generating, posting
     return a
 
 
