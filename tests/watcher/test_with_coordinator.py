@@ -68,7 +68,9 @@ def test_files_dropped_while_the_watcher_was_down_are_taken_at_start(queue_only:
     drop = queue_only.stage(5)
     drop()
     queue_only.start_watcher()
-    wait_for(lambda: len(queue_only.accepted_ids()) == 5, timeout=30, what="5 accepted")
+    # NAME.job is written before the file leaves processing/ (a crash between the two is recovered through the
+    # ledger), so "accepted" is the job files themselves, not their id notes.
+    wait_for(lambda: len(list(queue_only.layout.accepted.glob("*.toml"))) == 5, timeout=30, what="5 accepted")
     _assert_once_each(queue_only, 5)
     out = ChildProcess(["watch", "--config", str(queue_only.config), "--status"], queue_only.work / "status.log")
     out.start()
