@@ -51,6 +51,10 @@ class JobQueue:
 
         A preset is resolved here, so the store keeps the values the job runs with (and the preset's name).
         """
+        with self.scheduler.urgency.urgent():
+            return await self._submit(spec, idempotency_key)
+
+    async def _submit(self, spec: JobSpec, idempotency_key: str) -> tuple[Job, bool]:
         spec = resolve(spec, self.presets)
         self.check(spec)
         check_idempotency_key(idempotency_key)

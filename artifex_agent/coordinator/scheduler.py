@@ -33,6 +33,7 @@ from artifex_agent.coordinator.messages import JobEvent
 from artifex_agent.coordinator.pipeline import DeliveryFailed, output_name, run_batch
 from artifex_agent.coordinator.retry import backoff_s, classify, reason
 from artifex_agent.coordinator.store import Store
+from artifex_agent.coordinator.urgency import Urgency
 from artifex_agent.coordinator.waiting import explain
 from artifex_agent.metrics import JobMetrics
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
@@ -92,6 +93,7 @@ class Scheduler:
         self._counter = itertools.count()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._wake = asyncio.Event()
+        self.urgency = Urgency()  # page work (web/) waits for Submits and dispatch passes
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -101,6 +103,8 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+        if not self._stopping:
+            self.urgency.dispatch_due()
 
     def enqueue(self, job: Job, content_key: str, now: float, cache_checked: bool = True) -> None:
         """Add a stored queued job to the in-memory queue and look for an agent for it."""
@@ -300,21 +304,26 @@ class Scheduler:
     # ------------------------------------------------------------------ the loop
 
     async def _loop(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                self._account_busy()
-                due = await self._dispatch()
-                self._account_busy()
-                self._explain_waits()
-            except Exception:
-                logger.exception("dispatch failed; trying again shortly")
-                due = time.time() + 1.0
-            timeout = None if due is None else max(0.0, due - time.time())
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                self.urgency.dispatch_begins()
+                try:
+                    with self.urgency.urgent():
+                        self._account_busy()
+                        due = await self._dispatch()
+                        self._account_busy()
+                        self._explain_waits()
+                except Exception:
+                    logger.exception("dispatch failed; trying again shortly")
+                    due = time.time() + 1.0
+                timeout = None if due is None else max(0.0, due - time.time())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            self.urgency.dispatch_begins()  # no pass will come: pages need not wait for one
 
     async def _dispatch(self) -> float | None:
         """Start every batch that has an idle agent; returns when to look again (None: on the next event)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from artifex_agent.config import ClusterConfig
 from artifex_agent.coordinator.job import Job
 from artifex_agent.coordinator.jobs import JobQueue
 from artifex_agent.coordinator.previews import PreviewStore
+from artifex_agent.coordinator.urgency import Urgency
 from artifex_agent.engines.models import WAN_SIZE_RULES, SizeRules
 from artifex_agent.errors import ArtifexError, NotFoundError, RequestError
 from artifex_agent.jobspec import JobProblems
@@ -61,6 +61,11 @@ class Web:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
+    def urgency(self) -> Urgency:
+        """The scheduler's work in flight: page work waits for it (coordinator/urgency.py)."""
+        return self.queue.scheduler.urgency
+
+    @property
     def previews(self) -> PreviewStore:
         """Each running job's newest live preview, as the coordinator keeps it (in memory only)."""
         return self.queue.scheduler.bus.previews
@@ -77,16 +82,39 @@ class Web:
                    OutputFiles(output_roots(cluster), state / "posters"), cluster.web.upload_mib << 20)
 
 
-_templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.PackageLoader("artifex_agent.web", "templates"),
-                                                    autoescape=True, trim_blocks=True, lstrip_blocks=True))
+_templates = jinja2.Environment(loader=jinja2.PackageLoader("artifex_agent.web", "templates"),
+                                autoescape=True, trim_blocks=True, lstrip_blocks=True)
+
+
+# A page's render gives the event loop back at least this often: the scheduler shares the loop, and a
+# queue page of 100 rows took 2 ms in one piece, which a Submit arriving meanwhile waited out (bench.web).
+RENDER_SLICE_S = 0.0005
 
 
 def render(request: Request, web: Web, session: Session | None, name: str, status: int = 200,
            **context: Any) -> Response:
-    context.update(csrf=web.auth.csrf_token(session) if session else "", csrf_field=CSRF_FIELD,
+    context.update(request=request, csrf=web.auth.csrf_token(session) if session else "", csrf_field=CSRF_FIELD,
                    logged_in=session is not None and web.auth.enabled,
                    message=request.query_params.get("msg", "")[:300])  # what an action just did
-    return _templates.TemplateResponse(request, name, context, status_code=status, headers=_HEADERS)
+    template = _templates.get_template(name)
+    return StreamingResponse(_in_slices(template.generate(context), web.urgency), status_code=status,
+                             media_type="text/html; charset=utf-8", headers=_HEADERS)
+
+
+async def _in_slices(pieces: Iterator[str], urgency: Urgency) -> AsyncIterator[bytes]:
+    """The template's output a slice at a time; before each slice, scheduling work in flight goes first."""
+    out: list[str] = []
+    await urgency.calm()
+    until = time.perf_counter() + RENDER_SLICE_S
+    for piece in pieces:
+        out.append(piece)
+        if time.perf_counter() >= until:
+            yield "".join(out).encode()
+            out.clear()
+            await asyncio.sleep(0)  # a send need not suspend: yield to the loop explicitly
+            await urgency.calm()
+            until = time.perf_counter() + RENDER_SLICE_S
+    yield "".join(out).encode()
 
 
 def local_path(target: str, default: str) -> str:
@@ -183,6 +211,7 @@ def _states(request: Request) -> list[str]:
 
 
 async def _rows(web: Web, states: list[str]) -> list[dict[str, Any]]:
+    await web.urgency.calm()
     rows, _ = await web.queue.page(states, QUEUE_PAGE)
     now = time.time()
     return [web.view(job, now) for _, job in rows]

@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from artifex_agent.coordinator.messages import JobEvent
+from artifex_agent.coordinator.previews import PreviewStore
 from artifex_agent.coordinator.scheduler import Scheduler
 from artifex_agent.web.views import ProgressBoard, event_view
 
@@ -24,6 +26,24 @@ RETRY_MS = 1000
 AGENTS_EVERY_S = 2.0
 # After an event, what else arrives within this long goes out in the same write.
 COALESCE_S = 0.05
+
+
+# Each event's message, built once for every open page (20 pages: 20 views and JSON encodings saved).
+# Keyed by the event object (the bus hands every subscriber the same one); the newest few are kept.
+_MESSAGES: OrderedDict[int, tuple[JobEvent, bytes]] = OrderedDict()
+_MESSAGES_KEPT = 256
+
+
+def job_message(event: JobEvent, board: ProgressBoard, previews: PreviewStore) -> bytes:
+    """The `job` SSE message for one event, the same bytes for every page that sends it."""
+    kept = _MESSAGES.get(id(event))
+    if kept is not None and kept[0] is event:
+        return kept[1]
+    message = sse("job", event_view(event, board, previews))
+    _MESSAGES[id(event)] = (event, message)
+    while len(_MESSAGES) > _MESSAGES_KEPT:
+        _MESSAGES.popitem(last=False)
+    return message
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -67,10 +87,12 @@ async def stream(scheduler: Scheduler, board: ProgressBoard, job_id: str, stoppi
                     await asyncio.sleep(COALESCE_S)
                 else:
                     events = []
-                # What queued meanwhile goes in the same write (a burst of progress events is one chunk).
+                # A Submit or dispatch pass in flight goes first (coordinator/urgency.py); what queued
+                # meanwhile goes in the same write (a burst of progress events is one chunk).
+                await scheduler.urgency.calm()
                 while not queue.empty():
                     events.append(queue.get_nowait())
-                yield b"".join(sse("job", event_view(e, board, scheduler.bus.previews)) for e in events)
+                yield b"".join(job_message(e, board, scheduler.bus.previews) for e in events)
         finally:
             # A page that went away cancels this generator inside the wait: its futures must not outlive it.
             stopper.cancel()
