@@ -15,7 +15,8 @@ password (this client logs in once, as a browser would). Then, in alternating ro
   `--loads-per-s` times a second: its time to first byte, and /healthz's (the same server with
   nothing to render or read: the floor) right after each.
 
-Prints the queue page's TTFB p50/p99 (and as a ratio to /healthz), job events delivered per
+Prints the queue page's TTFB p50/p99 (and as a ratio to /healthz) and its whole answer's time (the page
+is sent in slices as it renders), job events delivered per
 second to all pages and per page (and whether every page got every state change), and the
 probes' p50/p99 with and without pages and the p99 ratio (goal: within 1.2x), and the coordinator's
 CPU per probe job on each side (/proc/PID/stat).
@@ -164,13 +165,13 @@ async def login(port: int) -> str:
 async def request(port: int, method: str, path: str, *, cookie: str = "", body: bytes = b"",
                   headers: dict[str, str] | None = None) -> tuple[bytes, bytes]:
     """One HTTP/1.0 request (the server closes when done): (head, body); anything but 2xx/3xx raises."""
-    _, head, content = await timed_request(port, method, path, cookie=cookie, body=body, headers=headers)
+    _, _, head, content = await timed_request(port, method, path, cookie=cookie, body=body, headers=headers)
     return head, content
 
 
 async def timed_request(port: int, method: str, path: str, *, cookie: str = "", body: bytes = b"",
-                        headers: dict[str, str] | None = None) -> tuple[float, bytes, bytes]:
-    """(seconds from the request written to the answer's first byte, head, body)."""
+                        headers: dict[str, str] | None = None) -> tuple[float, float, bytes, bytes]:
+    """(seconds from the request written to the answer's first byte, and to its last; head, body)."""
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         lines = [f"{method} {path} HTTP/1.0", f"Host: {HOST}:{port}", f"Content-Length: {len(body)}"]
@@ -182,13 +183,14 @@ async def timed_request(port: int, method: str, path: str, *, cookie: str = "", 
         first = await reader.read(1)
         ttfb = time.perf_counter() - t0
         answer = first + await reader.read()
+        whole = time.perf_counter() - t0
     finally:
         writer.close()
     head, _, content = answer.partition(b"\r\n\r\n")
     status = head.split(b" ", 2)[1:2]
     if not status or not status[0].startswith((b"2", b"3")):
         raise RuntimeError(f"{method} {path}: {head[:200]!r}")
-    return ttfb, head, content
+    return ttfb, whole, head, content
 
 
 @dataclass
@@ -256,11 +258,12 @@ async def with_pages(cluster: Cluster, cookie: str, pages: int, probes: int, fir
         cpu0 = cluster.cpu_s()
         thread = Probes(cluster.address, probes, cluster.model, first_seed, every_s)
         thread.start()
-        queue_ttfb, health_ttfb = [], []
+        queue_ttfb, queue_whole, health_ttfb = [], [], []
         while True:  # at least one load, however quick the probes
             tick = time.monotonic()
-            ttfb, _, body = await timed_request(cluster.web_port, "GET", "/", cookie=cookie)
+            ttfb, whole, _, body = await timed_request(cluster.web_port, "GET", "/", cookie=cookie)
             queue_ttfb.append(ttfb)
+            queue_whole.append(whole)
             health_ttfb.append((await timed_request(cluster.web_port, "GET", "/healthz"))[0])
             rows = body.count(b'<tr id="job-')
             if rows < min(QUEUE_PAGE, cluster.jobs):
@@ -281,7 +284,8 @@ async def with_pages(cluster: Cluster, cookie: str, pages: int, probes: int, fir
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
-    return {"latency_ms": thread.latency, "queue_ttfb_s": queue_ttfb, "healthz_ttfb_s": health_ttfb, "wall_s": wall,
+    return {"latency_ms": thread.latency, "queue_ttfb_s": queue_ttfb, "queue_whole_s": queue_whole,
+            "healthz_ttfb_s": health_ttfb, "wall_s": wall,
             "cpu_s": cpu, "events": [e for e, _ in got], "states": [s for _, s in got]}
 
 
@@ -318,6 +322,7 @@ def run(tmp: Path, *, finished: int, queued: int, pages: int, probes: int, round
         cluster.stop()
     with_pages_ms = [x for r in loaded for x in r["latency_ms"]]
     queue_ttfb = [x * 1000 for r in loaded for x in r["queue_ttfb_s"]]
+    queue_whole = [x * 1000 for r in loaded for x in r["queue_whole_s"]]
     health_ttfb = [x * 1000 for r in loaded for x in r["healthz_ttfb_s"]]
     wall = sum(r["wall_s"] for r in loaded)
     per_page = [sum(r["events"][p] for r in loaded) for p in range(pages)]
@@ -326,6 +331,8 @@ def run(tmp: Path, *, finished: int, queued: int, pages: int, probes: int, round
         "finished_jobs": finished, "queued_jobs": queued, "pages": pages, "probes_per_round": probes,
         "rounds": rounds, "probe_every_s": every_s, "queue_page_loads_per_s": loads_per_s,
         "queue_page_ttfb_p50_ms": pct(queue_ttfb, 50), "queue_page_ttfb_p99_ms": pct(queue_ttfb, 99),
+        # The page is sent in slices as it renders (web/app.py): the whole answer's time too.
+        "queue_page_whole_p50_ms": pct(queue_whole, 50), "queue_page_whole_p99_ms": pct(queue_whole, 99),
         "healthz_ttfb_p50_ms": pct(health_ttfb, 50), "healthz_ttfb_p99_ms": pct(health_ttfb, 99),
         "queue_page_over_healthz_p50": pct(queue_ttfb, 50) / pct(health_ttfb, 50),
         "queue_page_loads": len(queue_ttfb),

@@ -18,6 +18,7 @@ def test_bench_web_measures_pages_events_and_scheduling(tmp_path: Path) -> None:
     # The queue page was loaded while the probes ran, and answered (a non-2xx answer raises in the bench).
     assert got["queue_page_loads"] >= 1
     assert 0 < got["healthz_ttfb_p50_ms"] and 0 < got["queue_page_ttfb_p50_ms"] <= got["queue_page_ttfb_p99_ms"]
+    assert got["queue_page_ttfb_p50_ms"] <= got["queue_page_whole_p50_ms"] <= got["queue_page_whole_p99_ms"]
     # Every page saw every probe's state changes (queued, running, done), the same number on each.
     low, high = got["state_events_per_page_min_max"]
     assert low == high >= 3 * probes

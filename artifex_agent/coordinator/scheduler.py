@@ -103,7 +103,7 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
-        if not self._stopping:
+        if self._task is not None and not self._stopping:  # a pass will come: page work waits for it
             self.urgency.dispatch_due()
 
     def enqueue(self, job: Job, content_key: str, now: float, cache_checked: bool = True) -> None:
@@ -211,7 +211,10 @@ class Scheduler:
 
     async def page(self, states: list[str] | None, limit: int, before: int) -> list[tuple[int, Job]]:
         """(seq, job) newest first as the store has them, each queued or running job as it is now."""
-        rows = await self.call(self.store.page, states, limit, before)
+        if self.store.reads_on_loop:
+            rows = self.store.read_page(states, limit, before)
+        else:
+            rows = await self.call(self.store.page, states, limit, before)
         # Running jobs move faster than the store is written (stage, progress): show the live copy.
         return [(seq, self.live(j.id) or j) for seq, j in rows]
 
@@ -307,9 +310,8 @@ class Scheduler:
         try:
             while not self._stopping:
                 self._wake.clear()
-                self.urgency.dispatch_begins()
                 try:
-                    with self.urgency.urgent():
+                    with self.urgency.dispatching():
                         self._account_busy()
                         due = await self._dispatch()
                         self._account_busy()
@@ -323,7 +325,7 @@ class Scheduler:
                 except TimeoutError:
                     pass
         finally:
-            self.urgency.dispatch_begins()  # no pass will come: pages need not wait for one
+            self.urgency.stand_down()
 
     async def _dispatch(self) -> float | None:
         """Start every batch that has an idle agent; returns when to look again (None: on the next event)."""

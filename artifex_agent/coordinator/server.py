@@ -105,7 +105,8 @@ class Coordinator(GrpcService):
         """SIGHUP: the token and TLS files read again; new calls, health checks and channels use them.
 
         The cluster file's [agents.*] are read again too (docs/coordinator.md, "Adding an agent"):
-        a new agent joins the pool, a removed one gets no new work; queued jobs stay queued.
+        a new agent joins the pool, a removed one gets no new work; queued jobs stay queued. So is the web
+        page's login secret (docs/web.md): a new one logs every browser out.
         """
         token = reload_security(self.cluster.security, self.token_check, "coordinator")
         if token is not None and self.scheduler is not None:
@@ -114,17 +115,21 @@ class Coordinator(GrpcService):
             pool.token = token
             for agent in pool:
                 agent.stub.token = token
-        self._reload_agents()
-
-    def _reload_agents(self) -> None:
-        """Re-read [agents.*] from the cluster file; a file that no longer loads changes nothing."""
-        if self.scheduler is None or self.cluster.source is None:
+        if self.cluster.source is None:
             return
         try:
             fresh = ClusterConfig.load(self.cluster.source)
             fresh.validate()
         except ConfigError as exc:
-            logger.error("reload: %s; the agents stay as they were", exc)
+            logger.error("reload: %s; the agents and the web login stay as they were", exc)
+            return
+        self._reload_agents(fresh)
+        if self.web is not None:
+            self.web.reload_login(fresh)
+
+    def _reload_agents(self, fresh: ClusterConfig) -> None:
+        """Take [agents.*] from the cluster file as read again."""
+        if self.scheduler is None:
             return
         if not fresh.agents:
             logger.error("reload: %s names no agents; the agents stay as they were", self.cluster.source)

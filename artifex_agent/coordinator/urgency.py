@@ -42,8 +42,15 @@ class Urgency:
         self._dispatch_due = True
         self._calm.clear()
 
-    def dispatch_begins(self) -> None:
-        """The pass the last wake asked for has started (it runs inside `urgent()`), or none will (stopped)."""
+    @contextlib.contextmanager
+    def dispatching(self) -> Iterator[None]:
+        """A dispatch pass: urgent while it runs, and the pass the last wake asked for is no longer due."""
+        with self.urgent():
+            self._dispatch_due = False
+            yield
+
+    def stand_down(self) -> None:
+        """No pass will come (the scheduler stopped): pages need not wait for one."""
         self._dispatch_due = False
         self._settle()
 
@@ -55,12 +62,15 @@ class Urgency:
     def is_calm(self) -> bool:
         return self._calm.is_set()
 
-    async def calm(self, limit_s: float = CALM_WAIT_S) -> None:
-        """Wait until no scheduling work is in flight, at most `limit_s`."""
+    async def calm(self, limit_s: float = CALM_WAIT_S) -> bool:
+        """Wait until no scheduling work is in flight, at most `limit_s`; False when the limit ran out."""
         # First let what is already waiting on the loop run: a Submit that just arrived marks itself urgent
         # in its first step, which would otherwise come after every page that woke with it.
         await asyncio.sleep(0)
         if self._calm.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
+            return True
+        try:
             await asyncio.wait_for(self._calm.wait(), limit_s)
+        except TimeoutError:
+            return False
+        return True

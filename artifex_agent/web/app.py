@@ -16,10 +16,12 @@ from urllib.parse import quote
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from artifex_agent.config import ClusterConfig
 from artifex_agent.coordinator.job import Job
@@ -77,9 +79,17 @@ class Web:
     @classmethod
     def build(cls, cluster: ClusterConfig, queue: JobQueue, password: str) -> Web:
         """The page's state; its key and poster cache live beside the coordinator's database."""
-        state = Path(cluster.coordinator.database).expanduser().parent / "web"
-        return cls(queue, Auth(password, state / "session.key", cluster.web.session_hours),
-                   OutputFiles(output_roots(cluster), state / "posters"), cluster.web.upload_mib << 20)
+        return cls(queue, cls.new_auth(cluster, password),
+                   OutputFiles(output_roots(cluster), _state(cluster) / "posters"), cluster.web.upload_mib << 20)
+
+    @staticmethod
+    def new_auth(cluster: ClusterConfig, password: str) -> Auth:
+        """Login for `password`, its sessions signed with the key kept beside the database."""
+        return Auth(password, _state(cluster) / "session.key", cluster.web.session_hours)
+
+
+def _state(cluster: ClusterConfig) -> Path:
+    return Path(cluster.coordinator.database).expanduser().parent / "web"
 
 
 _templates = jinja2.Environment(loader=jinja2.PackageLoader("artifex_agent.web", "templates"),
@@ -104,7 +114,7 @@ def render(request: Request, web: Web, session: Session | None, name: str, statu
 async def _in_slices(pieces: Iterator[str], urgency: Urgency) -> AsyncIterator[bytes]:
     """The template's output a slice at a time; before each slice, scheduling work in flight goes first."""
     out: list[str] = []
-    await urgency.calm()
+    waiting = await urgency.calm()  # False: the scheduler is stuck on something; render on, slice by slice
     until = time.perf_counter() + RENDER_SLICE_S
     for piece in pieces:
         out.append(piece)
@@ -112,7 +122,7 @@ async def _in_slices(pieces: Iterator[str], urgency: Urgency) -> AsyncIterator[b
             yield "".join(out).encode()
             out.clear()
             await asyncio.sleep(0)  # a send need not suspend: yield to the loop explicitly
-            await urgency.calm()
+            waiting = waiting and await urgency.calm()
             until = time.perf_counter() + RENDER_SLICE_S
     yield "".join(out).encode()
 
@@ -429,6 +439,20 @@ def create_app(web: Web) -> Starlette:
         Mount("/static", StaticFiles(packages=[("artifex_agent.web", "static")]), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={NotFoundError: not_found, 404: not_found,
-                                                       ArtifexError: bad_request})
+                                                       ArtifexError: bad_request},
+                    middleware=[Middleware(SchedulingFirst, urgency=web.urgency)])
     app.state.web = web
     return app
+
+
+class SchedulingFirst:
+    """Outermost: a request waits for scheduling work in flight before any routing, login check or page work."""
+
+    def __init__(self, app: ASGIApp, urgency: Urgency) -> None:
+        self.app = app
+        self.urgency = urgency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.urgency.calm()
+        await self.app(scope, receive, send)

@@ -45,6 +45,9 @@ class Auth:
         """False when no password or token is configured (loopback only: the server refuses otherwise)."""
         return bool(self._password)
 
+    def same_password(self, password: str) -> bool:
+        return hmac.compare_digest(password.encode(), self._password.encode())
+
     def password_ok(self, given: str) -> bool:
         return self.enabled and hmac.compare_digest(given.encode(), self._password.encode())
 

@@ -35,9 +35,10 @@ class _Server(uvicorn.Server):
 class WebServer:
     """The page's app and the uvicorn server serving it on one bound socket."""
 
-    def __init__(self, web: Web, sock: socket.socket) -> None:
+    def __init__(self, web: Web, sock: socket.socket, listen: str) -> None:
         self.web = web
         self.sock = sock
+        self.listen = listen
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(create_app(web), loop="none", lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=SHUTDOWN_S, server_header=False, proxy_headers=False)
@@ -46,6 +47,23 @@ class WebServer:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         self._task: asyncio.Task[None] | None = None
         self._board: asyncio.Task[None] | None = None
+
+    def reload_login(self, cluster: ClusterConfig) -> None:
+        """SIGHUP: the login secret as the cluster file says now; a changed one logs every browser out.
+
+        The page keeps listening where it does ([web] listen changes need a restart); beyond loopback a
+        file that leaves no secret at all is refused, and the old secret stays.
+        """
+        password = cluster.web.read_password(cluster.security.secrets.token)
+        if not password and not is_loopback(self.listen):
+            logger.error("reload: the web page on %s would have no login secret; its login stays as it was",
+                         self.listen)
+            return
+        if self.web.auth.same_password(password):
+            return
+        self.web.auth = self.web.new_auth(cluster, password)
+        logger.info("web page: login secret changed (every browser logs in again)%s",
+                    "" if password else "; no password now (loopback only)")
 
     async def start(self) -> None:
         self._board = asyncio.create_task(self.web.board.follow(self.web.queue.scheduler), name="web-progress")
@@ -105,7 +123,7 @@ async def start_web(cluster: ClusterConfig, queue: JobQueue) -> WebServer | None
     sock = bind_socket(cfg.listen)
     if sock is None:
         return None
-    server = WebServer(Web.build(cluster, queue, password), sock)
+    server = WebServer(Web.build(cluster, queue, password), sock, cfg.listen)
     await server.start()
     host = split_hostport(cfg.listen)[0]
     logger.info("web page on http://%s:%d/%s", f"[{host}]" if ":" in host else host, server.port,
