@@ -11,21 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from artifex_agent.config_problems import MTU_RANGE as MTU_RANGE
+from artifex_agent.config_problems import STAGES as STAGES
+from artifex_agent.config_problems import TOPOLOGIES as TOPOLOGIES
+from artifex_agent.config_problems import Stage as Stage
+from artifex_agent.config_problems import cluster_problems
 from artifex_agent.errors import ConfigError
-from artifex_agent.hosts import is_loopback_host
+from artifex_agent.hosts import is_loopback as is_loopback
+from artifex_agent.hosts import split_hostport as split_hostport
 from artifex_agent.presets import Preset
 from artifex_agent.presets import builtin as presets_builtin
 from artifex_agent.presets import load as load_presets
 
-Stage = Literal["generate", "post"]
-STAGES: tuple[Stage, ...] = ("generate", "post")
-
 DEFAULT_AGENT_PORT = 50051
 DEFAULT_COORDINATOR_PORT = 50050
-# IPv4's minimum MTU, and the largest jumbo frame common 10GbE NICs (Intel X550: 9216) accept.
-MTU_RANGE = (576, 9216)
-# How the PCs' link NICs meet: one cable between two, or one switch port each.
-TOPOLOGIES = ("direct", "switch")
 # Where `config init` puts the token and where error messages say to create it.
 TOKEN_HINT = ("create it, the same random text on every PC, mode 0600: (umask 077; python -c \"import secrets; "
               "print(secrets.token_urlsafe(32))\" > {path}); `artifex-agent config init` writes a cluster file "
@@ -414,37 +413,7 @@ class ClusterConfig:
 
     def problems(self) -> list[str]:
         """Every setting that cannot work, each with its reason."""
-        found: list[str] = []
-        names = [a.name for a in self.agents]
-        if len(set(names)) != len(names):
-            found.append("agent names must be unique")
-        for a in self.agents:
-            for stage in (*a.roles, *a.prefer):
-                if stage not in STAGES:
-                    found.append(f"agents.{a.name}: unknown stage {stage!r} (use {', '.join(STAGES)})")
-            if not 0.0 <= a.gpu_memory_fraction <= 1.0:
-                found.append(f"agents.{a.name}: gpu_memory_fraction must be within 0..1")
-            if not isinstance(a.lora_budget_mib, int) or isinstance(a.lora_budget_mib, bool) or a.lora_budget_mib < 0:
-                found.append(f"agents.{a.name}: lora_budget_mib must be a whole number of MiB (0: the default)")
-            found += _stream_limit_problems(a)
-            found += _placement_problems(a)
-            found += _address_problems(f"agents.{a.name}", a.listen, a.address)
-            if a.platform not in ("linux", "windows"):
-                found.append(f"agents.{a.name}: platform must be linux or windows, not {a.platform!r}")
-            if a.mtu and not mtu_allowed(a.mtu):
-                found.append(f"agents.{a.name}: mtu {a.mtu!r} is outside {MTU_RANGE[0]}–{MTU_RANGE[1]} "
-                             "(0: [network] mtu)")
-        found += _address_problems("coordinator", self.coordinator.listen, self.coordinator.address)
-        if self.web.listen:
-            found += _address_problems("web", self.web.listen, "")
-        if self.web.session_hours <= 0 or self.web.upload_mib < 1:
-            found.append("web: session_hours must be above 0 and upload_mib at least 1")
-        found += network_problems(self.network)
-        if self.shares.protocol not in ("nfs", "smb"):
-            found.append(f"shares.protocol must be nfs or smb, not {self.shares.protocol!r}")
-        if self.coordinator.batch_size < 1:
-            found.append("coordinator.batch_size must be at least 1")
-        return found
+        return cluster_problems(self)
 
     def agent(self, name: str | None = None) -> AgentConfig:
         """The agent called `name` ($ARTIFEX_AGENT); the only one when there is one."""
@@ -484,96 +453,6 @@ def _refuse(problems: list[str] | None, message: str) -> None:
 def _did_you_mean(word: str, known: list[str], shape: str = "{}") -> str:
     close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
     return f" (did you mean {shape.format(close[0])}?)" if close else ""
-
-
-def network_problems(net: NetworkConfig) -> list[str]:
-    """[network] values outside what a NIC, netplan or Windows accept (render must never write them)."""
-    low, high = MTU_RANGE
-    found = []
-    if not mtu_allowed(net.mtu):
-        found.append(f"[network] mtu {net.mtu!r} is outside {low}–{high} (9000 for jumbo frames on the 10GbE "
-                     "link, 1500 without them)")
-    if net.rtt_target_ms <= 0 or net.bandwidth_target_gbit <= 0:
-        found.append("[network] rtt_target_ms and bandwidth_target_gbit must be above 0")
-    if net.ring_buffers < 1 or net.queues < 1:
-        found.append("[network] ring_buffers and queues must be at least 1")
-    if net.topology not in TOPOLOGIES:
-        found.append(f"[network] topology must be {' or '.join(repr(t) for t in TOPOLOGIES)}, not {net.topology!r}")
-    return found
-
-
-def mtu_allowed(mtu: object) -> bool:
-    """An MTU a NIC, netplan and Windows all accept."""
-    return isinstance(mtu, int) and not isinstance(mtu, bool) and MTU_RANGE[0] <= mtu <= MTU_RANGE[1]
-
-
-def _address_problems(where: str, listen: str, address: str) -> list[str]:
-    found = []
-    for key, value in (("listen", listen), ("address", address)):
-        if key == "address" and not value:
-            continue
-        try:
-            _, port = split_hostport(value)
-        except ConfigError as exc:
-            found.append(f"{where}: {key}: {exc}")
-            continue
-        if port > 65535:
-            found.append(f"{where}: {key} {value!r}: port {port} is outside 0–65535")
-    return found
-
-
-def _placement_problems(a: AgentConfig) -> list[str]:
-    """The memory settings of one agent, checked when the file is read, not when a job needs them."""
-    from artifex_agent.engines.choices import (
-        ATTENTION_CHOICES,
-        OFFLOAD_CHOICES,
-        STORAGE_CHOICES,
-        check_choice,
-    )
-
-    where = f"agents.{a.name}"
-    found = []
-    for key, choices in (("offload", OFFLOAD_CHOICES), ("weight_storage", STORAGE_CHOICES),
-                         ("attention", ATTENTION_CHOICES)):
-        try:
-            check_choice(key, getattr(a, key), choices, where)
-        except ConfigError as exc:
-            found.append(str(exc))
-    if a.vae_tiling not in (True, False, "auto"):
-        found.append(f'{where}: vae_tiling must be true, false or "auto", not {a.vae_tiling!r}')
-    if a.cpu_offload and a.offload not in ("auto", "model"):
-        found.append(f"{where}: cpu_offload = true contradicts offload = {a.offload!r}; keep only offload")
-    if a.vram_budget_gib < 0:
-        found.append(f"{where}: vram_budget_gib must be 0 (the GPU's own) or more")
-    return found
-
-
-def _stream_limit_problems(a: AgentConfig) -> list[str]:
-    where = f"agents.{a.name}"
-    found = []
-    if not isinstance(a.max_streams, int) or a.max_streams < 1:
-        found.append(f"{where}: max_streams must be a whole number of at least 1")
-    if not isinstance(a.stream_memory_mib, int) or a.stream_memory_mib < 16:
-        found.append(f"{where}: stream_memory_mib must be a whole number of at least 16 (MiB)")
-    if not 0 < a.stream_idle_s <= a.stream_deadline_s:
-        found.append(f"{where}: stream_idle_s must be above 0 and at most stream_deadline_s "
-                     f"({a.stream_deadline_s:g})")
-    if a.hold_mib < 0 or a.hold_s < 0:
-        found.append(f"{where}: hold_mib and hold_s must be 0 (hold nothing) or more")
-    return found
-
-
-def split_hostport(address: str) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port), with a clear error."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"address {address!r} must look like host:port")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(address: str) -> bool:
-    """True when `address` only listens on this machine."""
-    return is_loopback_host(split_hostport(address)[0])
 
 
 def _build(kind: type, table: Any, where: str, base: Path | None, problems: list[str] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""Which hosts are this machine: loopback names, its interfaces' addresses, resolved names."""
+"""Which hosts are this machine (loopback names, its interfaces' addresses, resolved names), and host:port."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import ipaddress
 import socket
 
 import psutil
+
+from artifex_agent.errors import ConfigError
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -46,3 +48,16 @@ def is_local_host(host: str, here: set[str] | None = None) -> bool:
     if ip is None:
         return False
     return ip.is_loopback or ip.is_unspecified or str(ip) in here
+
+
+def split_hostport(address: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port), with a clear error."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address {address!r} must look like host:port")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(address: str) -> bool:
+    """True when `address` only listens on this machine."""
+    return is_loopback_host(split_hostport(address)[0])

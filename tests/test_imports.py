@@ -68,10 +68,21 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str) -> Iterator[str]:
         yield sub if sub in KNOWN else base
 
 
+def _runs(node: ast.AST) -> Iterator[ast.AST]:
+    """Every node that may run: all of the module but `if TYPE_CHECKING:` blocks (type-only imports never run)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child):
+            for other in child.orelse:
+                yield from _runs(other)
+        else:
+            yield from _runs(child)
+
+
 def imports(module: str, *, top_level_only: bool) -> set[str]:
-    """The artifex_agent modules `module` imports, at module level or anywhere."""
+    """The artifex_agent modules `module` imports, at module level or anywhere (run-time imports only)."""
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
-    nodes = _top_level(tree.body) if top_level_only else ast.walk(tree)
+    nodes = _top_level(tree.body) if top_level_only else _runs(tree)
     return {t for n in nodes if isinstance(n, ast.Import | ast.ImportFrom) for t in _targets(n, module)}
 
 

@@ -1,7 +1,7 @@
 """`submit --wait --preview PATH`: the job's newest live preview kept at PATH as an animated WebP.
 
 An agent sends a preview as one small image: up to four frames spread over the clip, in reading order
-on a grid two cells wide (engines/previews.py; a black cell fills a grid of three). Here the cells
+on a grid two cells wide (preview_grid.py; a black cell fills a grid of three). Here the cells
 become the frames of a loop. Each new preview replaces the file whole: written beside it under a
 temporary name, then renamed over it, so a viewer that reloads the file never reads half a picture.
 """
@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from pathlib import Path
 
 from PIL import Image, ImageStat, UnidentifiedImageError
 
 from artifex_agent.newfile import replacing
+from artifex_agent.preview_grid import cells, may_end_empty, shape_of
 
 logger = logging.getLogger(__name__)
 
 # How long each frame of the loop shows.
 FRAME_MS = 250
-# The empty cell of a grid of three is black, give or take what the lossy encode bleeds into it.
+# An empty cell (a grid of three's fourth) is black, give or take what the lossy encode bleeds into it.
 BLACK_MEAN = 8.0
 
 
@@ -42,15 +42,11 @@ def frames_of(data: bytes, aspect: float, clip_frames: int) -> list[Image.Image]
             return frames
         grid = image.convert("RGB")
     width, height = grid.size
-    side_by_side = abs(math.log(width / height / aspect / 2)) < abs(math.log(width / height / aspect))
-    columns, rows = (2, 1) if side_by_side else (2, 2) if clip_frames > 1 else (1, 1)
-    cell_w, cell_h = width // columns, height // rows
-    cells = [grid.crop((c * cell_w, r * cell_h, (c + 1) * cell_w, (r + 1) * cell_h))
-             for r in range(rows) for c in range(columns)]
-    # The grid's last cell is black when it shows three frames.
-    if len(cells) == 4 and max(ImageStat.Stat(cells[-1]).mean) < BLACK_MEAN:
-        cells.pop()
-    return cells
+    columns, rows = shape_of(width, height, aspect, clip_frames)
+    frames = [grid.crop(box) for box in cells(columns, rows, (width // columns, height // rows))]
+    if may_end_empty(columns, rows) and max(ImageStat.Stat(frames[-1]).mean) < BLACK_MEAN:
+        frames.pop()
+    return frames
 
 
 class PreviewFile:

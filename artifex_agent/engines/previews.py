@@ -29,11 +29,14 @@ import PIL.features
 import PIL.Image
 import torch
 
+# The grid's arithmetic lives in preview_grid (torch-free, for the CLI too); preview_size and frames_shown are
+# re-exported for callers that know previews from here.
+from artifex_agent.preview_grid import PREVIEW_FRAMES, PREVIEW_WIDTH, cell_size, cells, grid_shape
+from artifex_agent.preview_grid import frames_shown as frames_shown
+from artifex_agent.preview_grid import preview_size as preview_size
+
 logger = logging.getLogger(__name__)
 
-PREVIEW_WIDTH = 256  # the widest preview sent (pixels); narrower videos keep their own width
-PREVIEW_FRAMES = 4  # frames spread over the clip
-COLUMNS = 2  # of the grid they are laid out on
 MIN_INTERVAL_S = 0.25  # the most often a job makes a preview (its last step's always comes)
 WEBP = bool(PIL.features.check("webp"))
 MIME = "image/webp" if WEBP else "image/jpeg"
@@ -74,31 +77,6 @@ class Preview:
     mime: str
     step: int
     total: int
-
-
-def grid_shape(frames: int) -> tuple[int, int]:
-    """(columns, rows) of the grid that shows `frames` frames."""
-    columns = min(frames, COLUMNS)
-    return columns, -(-frames // columns)
-
-
-def cell_size(width: int, height: int, frames: int, max_width: int = PREVIEW_WIDTH) -> tuple[int, int]:
-    """One frame's (width, height) in the preview: the video's aspect ratio, the grid at most `max_width` wide."""
-    columns, _ = grid_shape(frames)
-    w = max(1, min(width, max_width) // columns)
-    return w, max(1, round(height * w / width))
-
-
-def preview_size(width: int, height: int, frames: int, max_width: int = PREVIEW_WIDTH) -> tuple[int, int]:
-    """The preview image's (width, height) for a video and the number of frames it shows."""
-    columns, rows = grid_shape(frames)
-    w, h = cell_size(width, height, frames, max_width)
-    return columns * w, rows * h
-
-
-def frames_shown(latent_frames: int) -> int:
-    """How many frames a preview shows of a clip with this many latent frames."""
-    return min(PREVIEW_FRAMES, latent_frames)
 
 
 def denoised_estimate(scheduler: Any, latents: torch.Tensor | None) -> torch.Tensor | None:
@@ -151,9 +129,8 @@ def encode(frames: np.ndarray, cell: tuple[int, int], *, webp: bool = WEBP) -> b
     """uint8 (F, h, w, 3) frames, each scaled to `cell`, on a grid (black where a cell is left): WebP, else JPEG."""
     columns, rows = grid_shape(len(frames))
     grid = PIL.Image.new("RGB", (columns * cell[0], rows * cell[1]))
-    for i, frame in enumerate(frames):
-        image = PIL.Image.fromarray(frame).resize(cell, PIL.Image.Resampling.BILINEAR)
-        grid.paste(image, ((i % columns) * cell[0], (i // columns) * cell[1]))
+    for frame, box in zip(frames, cells(columns, rows, cell), strict=False):
+        grid.paste(PIL.Image.fromarray(frame).resize(cell, PIL.Image.Resampling.BILINEAR), box[:2])
     out = io.BytesIO()
     if webp:
         # method 0: the fastest encoder setting; a preview is replaced seconds later.

@@ -7,7 +7,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from artifex_agent.config import AgentConfig, ClusterConfig, network_problems, split_hostport
+from artifex_agent.config import AgentConfig, ClusterConfig, split_hostport
+from artifex_agent.config_problems import network_problems
 from artifex_agent.errors import ConfigError
 
 # Fixed ports for the NFSv3 side services (Windows' NFS client speaks v3 only, which needs
