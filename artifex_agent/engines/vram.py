@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from artifex_agent.engines import memplan, weights
+from artifex_agent.engines import memplan, memshapes, weights
 from artifex_agent.engines.gpu import memory_budget
 from artifex_agent.engines.models import ModelEntry
 from artifex_agent.engines.placement import EXPERTS, Placement
@@ -116,7 +116,7 @@ class JobPlanner:
         for fp8 in sorted({p.fp8 for p in placements}):
             shapes = zip(names, model.experts, strict=True)
             if fp8:
-                ws = [memplan.ExpertWeights.fp8(shape, job.compute_bytes) for _, shape in shapes]
+                ws = [memshapes.ExpertWeights.fp8(shape, job.compute_bytes) for _, shape in shapes]
             else:
                 ws = [_file_weights(files.get(name), shape, job.compute_bytes) for name, shape in shapes]
             policies = [p.policy for p in placements if p.fp8 == fp8]
@@ -124,13 +124,13 @@ class JobPlanner:
                                       policies=policies, suggest=suggest)
         return plans
 
-    def job_shape(self, entry: ModelEntry, req: GenerationRequest) -> memplan.JobShape:
+    def job_shape(self, entry: ModelEntry, req: GenerationRequest) -> memshapes.JobShape:
         guidance = max(float(req.guidance_scale), float(req.guidance_scale_2 or req.guidance_scale))
         encode = 0
         if req.task == "i2v":
             # A14B i2v encodes the image with zero frames after it (the whole clip); TI2V only the image.
             encode = req.num_frames if entry.kind == "i2v" else 1
-        return memplan.JobShape(
+        return memshapes.JobShape(
             width=req.width, height=req.height, frames=req.num_frames, batch=len(req.prompts), cfg=guidance > 1.0,
             compute_bytes=torch.finfo(self.dtype).bits // 8, vae_bytes=4, encode_frames=encode,
         )  # fmt: skip
@@ -171,20 +171,20 @@ class JobPlanner:
 
 
 @lru_cache(maxsize=32)
-def _shape_cached(folder: str, stamp: float) -> memplan.ModelShape:
-    return memplan.shapes_from_folder(Path(folder))
+def _shape_cached(folder: str, stamp: float) -> memshapes.ModelShape:
+    return memshapes.shapes_from_folder(Path(folder))
 
 
-def _model_shape(folder: Path) -> memplan.ModelShape:
+def _model_shape(folder: Path) -> memshapes.ModelShape:
     """The planner's view of a model folder, re-read when its model_index.json changes."""
     return _shape_cached(str(folder), (folder / "model_index.json").stat().st_mtime)
 
 
-def _file_weights(file: Path | None, shape: memplan.TransformerShape, compute_bytes: int) -> memplan.ExpertWeights:
+def _file_weights(file: Path | None, shape: memshapes.TransformerShape, compute_bytes: int) -> memshapes.ExpertWeights:
     """An expert's weights as stored: a GGUF file's quantized bytes, else the compute dtype."""
     if file is not None and file.suffix.lower() == ".gguf":
-        return memplan.ExpertWeights.gguf_file(shape, file, compute_bytes)
-    return memplan.ExpertWeights.native(shape, compute_bytes)
+        return memshapes.ExpertWeights.gguf_file(shape, file, compute_bytes)
+    return memshapes.ExpertWeights.native(shape, compute_bytes)
 
 
 class MissLog:

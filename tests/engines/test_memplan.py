@@ -15,19 +15,26 @@ from artifex_agent.engines.memplan import (
     GPU_CALIBRATION,
     LIVE,
     POLICIES,
-    WAN21_VAE,
-    WAN22_I2V_A14B,
-    WAN22_T2V_A14B,
-    WAN22_TI2V_5B,
-    ExpertWeights,
     GiB,
-    Gpu,
-    JobShape,
-    TransformerShape,
-    VaeShape,
     estimate,
     format_plan_table,
     plan,
+)
+from artifex_agent.engines.memshapes import (
+    GGUF_BYTES_PER_PARAM,
+    WAN21_VAE,
+    WAN21_VAE_PARAMS,
+    WAN22_I2V_A14B,
+    WAN22_T2V_A14B,
+    WAN22_TI2V_5B,
+    WAN22_VAE_PARAMS,
+    ExpertWeights,
+    Gpu,
+    JobShape,
+    ModelShape,
+    TransformerShape,
+    VaeShape,
+    safetensors_params,
     shapes_from_folder,
 )
 from tests.conftest import TINY_MODELS
@@ -224,10 +231,10 @@ def test_parameter_counts_match_the_diffusers_models() -> None:
             )  # fmt: skip
             assert s.params == count(real)
             assert s.layers * s.block_params == count(real.blocks)
-        assert mp.WAN21_VAE_PARAMS == count(AutoencoderKLWan())
+        assert WAN21_VAE_PARAMS == count(AutoencoderKLWan())
         wan22 = AutoencoderKLWan(base_dim=160, decoder_base_dim=256, z_dim=48, in_channels=12, out_channels=12,
                                  patch_size=2, scale_factor_spatial=16, is_residual=True)
-        assert mp.WAN22_VAE_PARAMS == count(wan22)
+        assert WAN22_VAE_PARAMS == count(wan22)
     # The brief's figures: one A14B expert 14.3 B (28.6 GB bf16), TI2V 5 B, UMT5-XXL 5.7 B.
     assert WAN22_T2V_A14B.experts[0].params == pytest.approx(14.3e9, rel=0.01)
     assert ExpertWeights.native(WAN22_T2V_A14B.experts[0]).resident_bytes == pytest.approx(28.6e9, rel=0.01)
@@ -251,7 +258,7 @@ def test_shapes_from_the_tiny_checkpoints(models_root: Path) -> None:
     # The parameter formula agrees with the safetensors headers, for each expert.
     for model, folder in ((a14b, TINY_MODELS["t2v-a14b"]), (i2v, TINY_MODELS["i2v-a14b"])):
         for expert, name in zip(model.experts, ("transformer", "transformer_2"), strict=True):
-            assert expert.params == mp.safetensors_params(models_root / folder / name)
+            assert expert.params == safetensors_params(models_root / folder / name)
     assert t2v.vae.params > 0 and t2v.text_encoder is not None and t2v.text_encoder.params > 0
     # A tiny model plans like a real one: it fits without offload.
     tiny = plan(t2v, JobShape(width=64, height=64, frames=9), budget_bytes=2 * GiB)
@@ -320,7 +327,7 @@ def test_ti2v_5b_at_1280x704x121_fits_under_22_gib() -> None:
     ids=["t2v-a14b", "i2v-a14b", "ti2v-5b"],
 )
 def test_every_wan22_model_at_720p_81_frames_has_a_policy_under_22_gib_on_24gb(
-    model: mp.ModelShape, job: JobShape
+    model: ModelShape, job: JobShape
 ) -> None:
     p = plan(model, job, budget_bytes=CARD_24GB)
     chosen = p.chosen_estimate
@@ -381,7 +388,7 @@ def test_a_gguf_level_is_suggested_when_the_weights_are_what_does_not_fit() -> N
     p = plan(WAN22_TI2V_5B, job, budget_bytes=12 * GiB, policies=("none",))
     assert not p.ok
     gguf = next(a for a in p.alternatives if a.kind == "gguf")
-    assert gguf.gguf in mp.GGUF_BYTES_PER_PARAM and gguf.gguf in p.refusal()
+    assert gguf.gguf in GGUF_BYTES_PER_PARAM and gguf.gguf in p.refusal()
     weights = [ExpertWeights.gguf(e, gguf.gguf) for e in WAN22_TI2V_5B.experts]
     assert estimate("none", WAN22_TI2V_5B, job, weights, budget_bytes=12 * GiB).fits
 
