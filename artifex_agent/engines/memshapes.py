@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from artifex_agent.engines.models import read_config
+
 # GGUF bytes per parameter, block formats' average (Q8_0: 34 bytes per 32 weights; Q6_K: 210 per 256;
 # the K_M mixes keep some tensors at higher precision).
 GGUF_BYTES_PER_PARAM: dict[str, float] = {"Q8_0": 1.0625, "Q6_K": 0.8203, "Q5_K_M": 0.71, "Q4_K_M": 0.60}
@@ -245,18 +247,18 @@ WAN22_TI2V_5B = ModelShape(
 def shapes_from_folder(folder: Path) -> ModelShape:
     """The planner's view of a diffusers Wan folder, from its configs and safetensors headers (no weights read)."""
     folder = Path(folder)
-    index = _json(folder / "model_index.json")
+    index = read_config(folder / "model_index.json")
     if not index:
         raise ValueError(f"{folder} has no readable model_index.json (not a diffusers model folder)")
     per_token = bool(index.get("expand_timesteps"))
     experts = []
     for name in ("transformer", "transformer_2"):
-        config = _json(folder / name / "config.json")
+        config = read_config(folder / name / "config.json")
         if config:
             experts.append(_transformer_shape(config, per_token))
     if not experts:
         raise ValueError(f"{folder} has no transformer/config.json")
-    vae_config = _json(folder / "vae" / "config.json")
+    vae_config = read_config(folder / "vae" / "config.json")
     vae = VaeShape(
         base_dim=int(vae_config.get("base_dim") or 96),
         z_dim=int(vae_config.get("z_dim") or 16),
@@ -266,7 +268,7 @@ def shapes_from_folder(folder: Path) -> ModelShape:
         residual=bool(vae_config.get("is_residual")),
         params=safetensors_params(folder / "vae"),
     )
-    te_config = _json(folder / "text_encoder" / "config.json")
+    te_config = read_config(folder / "text_encoder" / "config.json")
     te = None
     if te_config:
         te = TextEncoderShape(
@@ -312,11 +314,3 @@ def safetensors_params(component: Path) -> int:
             if name != "__metadata__" and isinstance(info, dict):
                 total += math.prod(int(n) for n in info.get("shape", []))
     return total
-
-
-def _json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -73,8 +73,8 @@ WAN_SIZE_RULES = SizeRules(spatial=16, temporal=4)
 
 def size_rules(entry: ModelEntry) -> SizeRules:
     """Size rules read from a model's vae and transformer configs (Wan defaults where absent)."""
-    vae = _read_config(entry.path / "vae" / "config.json")
-    transformer = _read_config(entry.path / "transformer" / "config.json") or _read_config(
+    vae = read_config(entry.path / "vae" / "config.json")
+    transformer = read_config(entry.path / "transformer" / "config.json") or read_config(
         entry.path / "transformer_2" / "config.json"
     )
     patch = transformer.get("patch_size") or [1, 2, 2]
@@ -233,7 +233,8 @@ def _weights_problem(path: Path, component: str) -> str:
     return ""
 
 
-def _read_config(file: Path) -> dict[str, Any]:
+def read_config(file: Path) -> dict[str, Any]:
+    """A JSON object from a model folder ({} when the file is missing, unreadable or not an object)."""
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
