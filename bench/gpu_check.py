@@ -322,11 +322,11 @@ def _gpu(device: torch.device) -> dict[str, Any]:
     return {"name": props.name, "total_bytes": int(props.total_memory)}
 
 
-def _elapsed() -> float:
-    """Seconds since this process started (imports and the build count against the budget)."""
+def _process_start() -> float:
+    """time.time() when this process started: run as a script, its imports count against the budget too."""
     import psutil
 
-    return time.time() - psutil.Process().create_time()
+    return float(psutil.Process().create_time())
 
 
 def _split(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -360,7 +360,11 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
+    """The check; `--budget-seconds` counts from `started` (time.time()), by default from this call.
+
+    Not from the process's start when called in-process: a test worker may have run for minutes already."""
+    started = time.time() if started is None else started
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny widths on the CPU, in seconds (the tests run this)")
     parser.add_argument("--device", default="", help="auto, cuda, cpu (default: auto; cpu with --tiny)")
@@ -424,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                     skip = "n/a: sequential offload needs CUDA"
                 elif fmt == "gguf" and writer is None:
                     skip = f"n/a: {no_writer}"
-                elif _elapsed() + longest > args.budget_seconds:
+                elif time.time() - started + longest > args.budget_seconds:
                     skip = f"skipped: would pass the {args.budget_seconds:.0f} s budget (longest case {longest:.0f} s)"
                 if skip:
                     rows.append({"policy": policy, "format": fmt, "output": output, "status": skip,
@@ -459,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "dims": {**asdict(dims), "width": dims.width}, "target_blocks": TARGET_BLOCKS,
         "job": {"size": f"{width}x{height}", "frames": frames, "steps": steps, "guidance": args.guidance,
                 "passes": passes, "experts_by_step": by_step, "decode": args.decode, "vae_tiling": args.vae_tiling},
-        **build, "budget_seconds": args.budget_seconds, "cases": rows, "elapsed_s": _elapsed(),
+        **build, "budget_seconds": args.budget_seconds, "cases": rows, "elapsed_s": time.time() - started,
         "estimates": "40-block figures are extrapolated from 2 blocks: see bench/gpu_check.py's docstring",
     }
     _emit(results, args.json)
@@ -498,4 +502,4 @@ def _emit(results: dict[str, Any], target: str | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(started=_process_start()))

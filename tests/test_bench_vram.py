@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +88,29 @@ def test_gpu_check_reports_a_placement_the_plan_refuses_as_a_row(capsys: pytest.
     # In this process (the tests above run the script as a user does): nothing is loaded, so nothing leaks.
     from bench import gpu_check
 
+    called = time.time()
     assert gpu_check.main(["--tiny", "--json", "--budget-gib", "0.001", "--policies", "none,group",
                            "--formats", "bf16", "--decode", "none"]) == 0
+    took = time.time() - called
     out = json.loads(capsys.readouterr().out)
+    # The time budget (--budget-seconds, 360 s) counts from the call, not from the start of this process: a test
+    # worker that has run for minutes would otherwise see every case "skipped: would pass the budget".
+    assert 0 < out["elapsed_s"] <= took, (out["elapsed_s"], took)
     assert [c["placement"] for c in out["cases"]] == ["none", "group"]
     for c in out["cases"]:
         assert c["status"].startswith("refused by plan: wan2.2-gpucheck-a14b: 64x64, 9 frames"), c["status"]
         assert "step_s" not in c and c["plan_peak_bytes"] > 0.001 * 2**30
+
+
+def test_gpu_check_skips_the_cases_that_would_pass_the_time_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    # As the script counts its own process's start: a clock started long ago leaves no time for any case.
+    from bench import gpu_check
+
+    assert gpu_check.main(["--tiny", "--json", "--budget-seconds", "60", "--policies", "none", "--formats", "bf16",
+                           "--decode", "none"], started=time.time() - 61) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["status"] for c in out["cases"]] == ["skipped: would pass the 60 s budget (longest case 0 s)"]
+    assert out["elapsed_s"] > 60
 
 
 class _FakeEngine:

@@ -38,8 +38,12 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES + MAX_CONTROL_BYTES),
     # Reconnect quickly after the peer comes back (default backs off to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    # Despite its name, gRPC reads this as the minimum time one connection attempt gets (TCP, TLS and
+    # the peer's HTTP/2 SETTINGS; default 20 s), not as a backoff. At 200 ms a live agent on a busy PC, or
+    # one lost SYN (retransmitted after 1 s), failed calls with UNAVAILABLE "connection attempt timed out
+    # before receiving SETTINGS frame". Calls keep their own deadlines; this bounds a black-holed peer.
+    ("grpc.min_reconnect_backoff_ms", 5_000),
     # A new channel connects afresh: gRPC's process-wide subchannel pool would hand it the subchannel
     # of an earlier channel to the same address, still backing off from a peer that has since
     # restarted there (agents keep their port), and its first call would fail UNAVAILABLE at once.
