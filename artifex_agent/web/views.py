@@ -153,7 +153,30 @@ def event_view(event: JobEvent, board: ProgressBoard, previews: PreviewStore | N
     return out
 
 
-def agent_view(agent: AgentHandle, running: list[str]) -> dict[str, Any]:
+def link_views(pool: AgentPool, name: str, now: float | None = None) -> list[dict[str, Any]]:
+    """Agent `name`'s link to each other agent, as the coordinator last had one of the pair probe the other
+    (coordinator/links.py): RTT p50 always, bandwidth only where the pool streams (three agents or more)."""
+    now = time.monotonic() if now is None else now
+    out = []
+    for other in pool:
+        if other.name == name:
+            continue
+        link = pool.links.get(name, other.name)
+        if link is None:
+            out.append({"peer": other.name, "ok": None, "text": f"to {other.name}: not measured yet"})
+            continue
+        ago = f"{fmt_seconds(max(now - link.measured, 0.0))} ago"
+        if link.ok:
+            rate = f", {link.gbit:.2f} Gbit/s" if link.gbit else ""
+            text = f"to {other.name}: RTT p50 {link.rtt_ms:.3f} ms{rate} ({ago})"
+        else:
+            text = f"to {other.name}: unreachable: {link.error} ({ago})"
+        out.append({"peer": other.name, "ok": link.ok, "rtt_ms": link.rtt_ms if link.ok else None,
+                    "gbit": link.gbit or None, "text": text})
+    return out
+
+
+def agent_view(agent: AgentHandle, running: list[str], links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One agent's card: state, GPUs, current jobs and the link figures the coordinator has."""
     info = agent.info
     gpus = []
@@ -174,7 +197,7 @@ def agent_view(agent: AgentHandle, running: list[str]) -> dict[str, Any]:
         "encoders": list(info.encoders) if info is not None else [],
         "mtu": info.link_mtu if info is not None else 0,
         "interface": info.link_interface if info is not None else "",
-        "jobs": running, "link_hint": HEALTH_HINT,
+        "jobs": running, "links": links or [], "link_hint": HEALTH_HINT,
     }
 
 
@@ -187,7 +210,8 @@ def agents_view(pool: AgentPool, scheduler: Scheduler) -> list[dict[str, Any]]:
             running.setdefault(job.agent, []).append(job.id)
             if job.post_agent and job.post_agent != job.agent:
                 running.setdefault(job.post_agent, []).append(job.id)
-    return [agent_view(a, running.get(a.name, [])) for a in pool]
+    now = time.monotonic()
+    return [agent_view(a, running.get(a.name, []), link_views(pool, a.name, now)) for a in pool]
 
 
 def video_models(pool: AgentPool) -> list[dict[str, Any]]:

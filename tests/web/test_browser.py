@@ -140,6 +140,9 @@ def test_login_submit_watch_play_and_seek(context: Any, live: WebCoordinator, sc
     for name in ("a", "b"):
         assert page.locator(f"[data-agent='{name}'] [data-k=state]").inner_text() == "up"
     page.wait_for_function("document.getElementById('live').className === 'live on'")  # refreshed live
+    # The pair's round trip, as the coordinator had one agent probe the other, arrives with a refresh.
+    page.wait_for_function("""() => document.querySelector("[data-agent='a'] [data-k=links]")
+                                 .innerText.includes('to b: RTT p50 ')""", timeout=20_000)
     page.screenshot(path=screenshots / "agents.png")
     page.close()
 

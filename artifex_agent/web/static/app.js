@@ -171,6 +171,13 @@
         text(state, a.state); state.className = "badge agent-" + a.state;
         text(card.querySelector('[data-k="busy"]'), a.busy);
         text(card.querySelector('[data-k="mtu"]'), a.mtu || "?");
+        const links = card.querySelector('[data-k="links"]');
+        links.replaceChildren();
+        a.links.forEach(function (l) {
+          const li = document.createElement("li");
+          li.className = "link-" + (l.ok === true ? "ok" : (l.ok === false ? "down" : "unknown"));
+          text(li, l.text); links.appendChild(li);
+        });
         const gpus = card.querySelector('[data-k="gpus"]');
         gpus.replaceChildren();
         a.gpus.forEach(function (g) {
