@@ -157,7 +157,7 @@ def link_views(pool: AgentPool, name: str, now: float | None = None) -> list[dic
     """Agent `name`'s link to each other agent, as the coordinator last had one of the pair probe the other
     (coordinator/links.py): RTT p50 always, bandwidth only where the pool streams (three agents or more)."""
     now = time.monotonic() if now is None else now
-    out = []
+    out: list[dict[str, Any]] = []
     for other in pool:
         if other.name == name:
             continue
