@@ -62,8 +62,9 @@ class Urgency:
     def is_calm(self) -> bool:
         return self._calm.is_set()
 
-    async def calm(self, limit_s: float = CALM_WAIT_S) -> bool:
-        """Wait until no scheduling work is in flight, at most `limit_s`; False when the limit ran out."""
+    async def calm(self, limit_s: float | None = None) -> bool:
+        """Wait until no scheduling work is in flight, at most `limit_s` (CALM_WAIT_S); False when it ran out."""
+        limit_s = CALM_WAIT_S if limit_s is None else limit_s
         # First let what is already waiting on the loop run: a Submit that just arrived marks itself urgent
         # in its first step, which would otherwise come after every page that woke with it.
         await asyncio.sleep(0)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from artifex_agent.config import ClusterConfig
+from artifex_agent.coordinator import urgency
 from artifex_agent.coordinator.job import Job
 from artifex_agent.coordinator.jobs import JobQueue
 from artifex_agent.coordinator.messages import JobEvent
@@ -85,12 +86,16 @@ def _slices(monkeypatch: pytest.MonkeyPatch, seconds: float) -> Iterator[None]:
         yield
 
 
-def test_a_request_waits_for_a_submit_in_flight_before_any_page_work(tmp_path: Path) -> None:
+def test_a_request_waits_for_a_submit_in_flight_before_any_page_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A page waits 50 ms at most: longer here, so a slow moment of a loaded machine cannot end the wait early.
+    monkeypatch.setattr(urgency, "CALM_WAIT_S", 10.0)
+
     async def scenario() -> None:
         async with _web(tmp_path, finished=3) as (web, app):
             with web.urgency.urgent():  # a Submit being stored
                 page = asyncio.create_task(_get(app, "/"))
-                await asyncio.sleep(0.02)  # well under the 50 ms a page waits at most
+                await asyncio.sleep(0.05)
                 assert not page.done()
             status, body, _ = await asyncio.wait_for(page, 5.0)
             assert status == 200 and b"job0002" in body
