@@ -32,7 +32,7 @@ STAGE_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200
 # A queue wait is nothing (an idle agent) to hours (a long queue behind two GPUs).
 WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
 WILDCARDS = ("", "0.0.0.0", "::", "*")
-# The coordinator's job stages (coordinator/scheduler.py), present from the start so graphs show zeros.
+# The coordinator's job stages (coordinator/run_events.py), present from the start so graphs show zeros.
 JOB_STAGES = ("generating", "streaming", "post")
 
 

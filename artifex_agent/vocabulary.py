@@ -68,7 +68,7 @@ EventKind = Literal["state", "progress", "retry", "info"]
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 # What an agent reports it is doing (Progress, in agent streams), then what a job at the
-# coordinator is doing (Job.stage; scheduler.py maps the first onto the second). JobEvent carries
+# coordinator is doing (Job.stage; coordinator/run_events.py maps the first onto the second). JobEvent carries
 # either: a state event the job's stage, a progress event the agent's. The wire's Stage enum
 # (wire_enums.STAGE) names the same words; one a peer sends that this side does not know arrives
 # as UNSPECIFIED_STAGE (wire_enums.stage_from_pb), shown and never acted on.

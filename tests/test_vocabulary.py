@@ -20,7 +20,9 @@ from artifex_agent.coordinator.agents import AgentHandle
 from artifex_agent.coordinator.cache import ResultsCache
 from artifex_agent.coordinator.events import EventBus
 from artifex_agent.coordinator.jobs import JobQueue
-from artifex_agent.coordinator.scheduler import _STAGE, Run, Scheduler
+from artifex_agent.coordinator.run import Run
+from artifex_agent.coordinator.run_events import _STAGE
+from artifex_agent.coordinator.scheduler import Scheduler
 from artifex_agent.coordinator.store import Store
 from artifex_agent.engines.encode import CONTAINERS
 from artifex_agent.errors import RequestError
@@ -230,10 +232,10 @@ def test_an_agent_stage_this_side_does_not_know_reaches_watch_as_unspecified_log
         watching = asyncio.ensure_future(watch())
         while not events:  # the snapshot: subscribed
             await asyncio.sleep(0.01)
-        scheduler._progress(run, None, "generate", pb.Progress(current_stage=newer, step=1, total=2))
+        scheduler.progress(run, None, "generate", pb.Progress(current_stage=newer, step=1, total=2))
         stage_after_unknown = entry.job.stage
         for stage in (newer, pb.STAGE_DENOISE):  # the first is thinned out (same stage, same step)
-            scheduler._progress(run, None, "generate", pb.Progress(current_stage=stage, step=1, total=2))
+            scheduler.progress(run, None, "generate", pb.Progress(current_stage=stage, step=1, total=2))
         await asyncio.wait_for(watching, 10)
         return events, stage_after_unknown
 

@@ -3,7 +3,7 @@
 The job names its input by a path relative to the post agents' inputs root (JobSpec.post_input,
 checked against traversal like any name); the chosen agent reads the frames itself
 (PostSpec.source_path), so no frame passes through the coordinator. The run holds its agent
-as posting; its result or failure is recorded by the scheduler's own _finish/_failed, so a
+as posting; its result or failure is recorded by the scheduler as any run's (run_ends.py), so a
 dead agent is marked down and the job retried on another post-capable agent like any job.
 """
 

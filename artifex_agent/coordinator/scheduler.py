@@ -4,7 +4,8 @@ Every state change is committed to the store before it takes effect outside (a G
 call starts only after its jobs are "running" on disk), so after a crash the store says
 what to re-run. An agent is given one generation at a time; it is free for the next one
 as soon as its frames start streaming, so post-processing of one job overlaps generation
-of the next.
+of the next. What each change tells watchers, metrics and the log is run_events.py's; what a
+run's end makes of each job (done, retried, failed, requeued) is run_ends.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from artifex_agent.config import ClusterConfig
@@ -28,50 +28,24 @@ from artifex_agent.coordinator.batching import QueueEntry, pick_batch
 from artifex_agent.coordinator.cache import CacheHit, ResultsCache
 from artifex_agent.coordinator.events import EventBus
 from artifex_agent.coordinator.held_retry import HeldRetries
-from artifex_agent.coordinator.job import TERMINAL, Job
+from artifex_agent.coordinator.job import Job
 from artifex_agent.coordinator.messages import JobEvent
 from artifex_agent.coordinator.pipeline import DeliveryFailed, output_name, run_batch
-from artifex_agent.coordinator.retry import backoff_s, classify, reason
+from artifex_agent.coordinator.run import Run
+from artifex_agent.coordinator.run_ends import Item, RunEnds
+from artifex_agent.coordinator.run_events import RunEvents
 from artifex_agent.coordinator.store import Store
 from artifex_agent.coordinator.urgency import Urgency
-from artifex_agent.coordinator.waiting import explain
 from artifex_agent.metrics import JobMetrics
 from artifex_agent.proto.artifex.v1 import agent_pb2 as pb
-from artifex_agent.vocabulary import Stage
 from artifex_agent.wire_enums import stage_from_pb
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Agent progress stages -> what the job is doing (others, "unspecified" among them, pass as they are).
-_STAGE: dict[str, Stage] = {"queued": "generating", "denoise": "generating", "decode": "generating",
-                            "stream": "streaming", "receive": "streaming", "post": "post"}
-
-
-PROGRESS_EVERY_S = 0.2
-
 
 def new_id() -> str:
     return secrets.token_hex(6)
-
-
-@dataclass
-class Run:
-    """One batch on its way through a generating and a post-processing agent."""
-
-    batch_id: str
-    entries: list[QueueEntry]
-    gen: AgentHandle
-    post: AgentHandle
-    task: asyncio.Task[None] | None = None
-    gen_released: bool = False
-    posting: bool = False
-    finishing: bool = False
-    started: float = field(default_factory=time.time)
-    # A post stage again from frames the generating agent holds (coordinator/held_retry.py); None: a whole run.
-    retry: DeliveryFailed | None = None
-    # (monotonic time, stage, last step?) of the last progress event published.
-    last_progress: tuple[float, str, bool] = (0.0, "", False)
 
 
 class Scheduler:
@@ -86,10 +60,11 @@ class Scheduler:
         self.entries: dict[str, QueueEntry] = {}
         self.runs: dict[str, Run] = {}
         self._run_of: dict[str, Run] = {}
-        self._cached_keys: set[str] = set()
         self.held_retries = HeldRetries()
         self.metrics = JobMetrics()
         self.metrics.agents.source = self.pool.view  # every agent and link, at scrape time
+        self.events = RunEvents(bus, self.metrics)
+        self.ends = RunEnds(self.cfg, self.pool, cache, self.held_retries, self.events, self.metrics)
         self._counter = itertools.count()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._wake = asyncio.Event()
@@ -120,13 +95,13 @@ class Scheduler:
         job = entry.job.copy()
         now = time.time()
         job.start(gen.name, post.name, "", now, waited=now - entry.queued_at)
-        event = self._event(job, "state", f"attempt {job.attempts}: {where}")
+        event = self.events.event(job, "state", f"attempt {job.attempts}: {where}")
         await self.call(self.store.save, job, event)
         if entry.job.state != "queued" or self.entries.get(job.id) is not entry:
             return None  # its "cancelled" was written after
         entry.job = job
         self._run_of[job.id] = run
-        self._publish(event)
+        self.events.publish(event)
         job.started = entry.stage_since = time.time()
         self.metrics.queue_wait.observe(now - entry.queued_at)
         return run
@@ -143,13 +118,13 @@ class Scheduler:
             try:
                 results = await work(run)
             except asyncio.CancelledError:
-                await self._interrupted(run)
+                await self._record(self.ends.interrupted(run, self._stopping))
                 return
             except Exception as exc:
                 results = [exc] * len(run.entries)
             run.finishing = True
             try:
-                await self._finish(run, results)
+                await self._record(await self.ends.finished(run, results))
             except Exception:
                 # The store failed (disk full?): the jobs stay "running" on disk and are re-run at restart.
                 logger.exception("cannot record the end of run %s", run.batch_id)
@@ -161,11 +136,18 @@ class Scheduler:
 
     def publish_info(self, run: Run, message: str) -> None:
         """An "info" event for the run's (single) job: a split chosen, a failover."""
-        self._publish(self._event(run.entries[0].job, "info", message))
+        self.events.publish(self.events.event(run.entries[0].job, "info", message))
 
     def progress(self, run: Run, index: int | None, source: str, p: pb.Progress) -> None:
         """Progress of a run from its agents (throttled, mapped to the job's stage)."""
-        self._progress(run, index, source, p)
+        said = stage_from_pb(p.current_stage)  # a newer agent's stage arrives as "unspecified"
+        if source == "generate" and said == "stream" and not run.gen_released:
+            # Frames are out of the GPU: the agent can start its next generation while they stream.
+            run.gen_released, run.posting = True, True
+            run.gen.generating -= 1
+            run.post.posting += 1
+            self.wake()
+        self.events.progress(run, index, source, said, p)
 
     def run_of(self, job_id: str) -> Run | None:
         """The run a running job is part of."""
@@ -190,14 +172,14 @@ class Scheduler:
         if job.state == "queued":
             self.enqueue(job, content_key, event.time)
         self.bus.publish(event)  # the Jobs service logs it, with what it knows of the request
-        self._count_end(event)
+        self.events.count_end(event)
         return job, False
 
     async def resubmit(self, job: Job, event: JobEvent, now: float) -> None:
         """Record a finished job queued again (a retry) and queue it; the cache is consulted afresh."""
         await self.call(self.store.save, job, event)
         self.enqueue(job, job.spec.content_key(), now, cache_checked=False)
-        self._publish(event)
+        self.events.publish(event)
 
     def live(self, job_id: str) -> Job | None:
         """A copy of the job while it is queued or running (None once it ended or if unknown)."""
@@ -235,7 +217,7 @@ class Scheduler:
                              time=now, job=job.copy())
             await self.call(self.store.save, job, event)
             self.entries.pop(job_id, None)
-            self._publish(event)
+            self.events.publish(event)
             return job.copy()
         run = self.run_of(job_id)
         if run is None or run.task is None or run.finishing:
@@ -257,7 +239,7 @@ class Scheduler:
         await self.call(self.store.set_priority, job, event)
         if self.entries.get(job_id) is entry and entry.job.state == "queued":
             entry.job.spec = job.spec  # QueueEntry.order() reads it: the next dispatch sees the new order
-        self._publish(event)
+        self.events.publish(event)
         self.wake()
         return job
 
@@ -312,10 +294,12 @@ class Scheduler:
                 self._wake.clear()
                 try:
                     with self.urgency.dispatching():
-                        self._account_busy()
+                        self.events.account_busy(self.pool)
                         due = await self._dispatch()
-                        self._account_busy()
-                        self._explain_waits()
+                        self.events.account_busy(self.pool)
+                        self.events.explain_waits(self.entries.values(), list(self.pool), self.runs.values(),
+                                                  batch_size=self.cfg.batch_size,
+                                                  batch_timeout_s=self.cfg.batch_timeout_s)
                 except Exception:
                     logger.exception("dispatch failed; trying again shortly")
                     due = time.time() + 1.0
@@ -343,7 +327,7 @@ class Scheduler:
             if entry.content_key in held:
                 continue
             held.add(entry.content_key)
-            if (not entry.cache_checked or entry.content_key in self._cached_keys) \
+            if (not entry.cache_checked or entry.content_key in self.ends.cached_keys) \
                     and await self._complete_from_cache(entry):
                 continue
             ready.append(entry)
@@ -415,7 +399,7 @@ class Scheduler:
             self.held_retries.forget(job.id)
             if len(batch) > 1:
                 where += f" (batch {run.batch_id} of {len(batch)} jobs)"
-            items.append((job, self._event(job, "state", f"attempt {job.attempts}: {where}"), 0.0))
+            items.append((job, self.events.event(job, "state", f"attempt {job.attempts}: {where}"), 0.0))
         await self.call(self.store.save_many, items)
         started = []
         for entry, (job, event, _) in zip(batch, items, strict=True):
@@ -424,7 +408,7 @@ class Scheduler:
             entry.job = job
             self._run_of[job.id] = run
             started.append(entry)
-            self._publish(event)
+            self.events.publish(event)
             self.metrics.queue_wait.observe(now - entry.queued_at)
         if not started:
             return
@@ -443,7 +427,7 @@ class Scheduler:
     async def _deliver(self, run: Run) -> list[Any]:
         """The batch through its generating agent's Deliver (coordinator/pipeline.py)."""
         return await run_batch(run.gen.stub, [e.job for e in run.entries], run.batch_id,
-                               lambda i, s, p: self._progress(run, i, s, p),
+                               lambda i, s, p: self.progress(run, i, s, p),
                                gen_name=run.gen.name, post_name=run.post.name, retry=run.retry)
 
     def _forget(self, run: Run) -> None:
@@ -457,171 +441,25 @@ class Scheduler:
         for entry in run.entries:
             self._run_of.pop(entry.job.id, None)
 
-    def _progress(self, run: Run, index: int | None, source: str, p: pb.Progress) -> None:
-        said = stage_from_pb(p.current_stage)  # a newer agent's stage arrives as "unspecified"
-        if source == "generate" and said == "stream" and not run.gen_released:
-            # Frames are out of the GPU: the agent can start its next generation while they stream.
-            run.gen_released, run.posting = True, True
-            run.gen.generating -= 1
-            run.post.posting += 1
-            self.wake()
-        stage = "post" if source == "post" and said != "receive" else _STAGE.get(said, said)
-        now = time.monotonic()
-        entries = run.entries if index is None else [run.entries[index]]
-        for entry in entries:
-            self._advance(entry, stage)
-            if p.eta_s > 0:  # the agent's estimate for its part; List and the pages show the job's end
-                entry.job.expected_end = time.time() + p.eta_s
-        # At most a few progress events a second per job (a stage change, a last step or a preview always):
-        # watchers want to see movement, not pay for every step of a fast stage.
-        if not p.preview and (said, p.step == p.total) == run.last_progress[1:] \
-                and now - run.last_progress[0] < PROGRESS_EVERY_S:
-            return
-        run.last_progress = (now, said, p.step == p.total)
-        agent = run.gen.name if source == "generate" else run.post.name
-        for entry in entries:
-            self.bus.publish(JobEvent(entry.job.id, "progress", "running", stage=said, step=p.step, total=p.total,
-                                      message=p.message, agent=agent, time=time.time(), preview=p.preview,
-                                      preview_mime=p.preview_mime, preview_step=p.preview_step, eta_s=p.eta_s))
-
-    async def _finish(self, run: Run, results: list[Any]) -> None:
-        now = time.time()
-        items: list[tuple[Job, JobEvent | None, float]] = []
-        for entry, result in zip(run.entries, results, strict=True):
-            job = entry.job
-            self._stage_ends(entry, now)
-            if isinstance(result, pb.PostResult):
-                outputs, sha256 = list(result.output_paths), list(result.sha256)
-                if await asyncio.to_thread(self.cache.store, entry.content_key, outputs, sha256,
-                                           output_name(job)):
-                    self._cached_keys.add(entry.content_key)
-                job.finish(outputs, sha256, now)
-                done = self._event(job, "state", f"done in {now - run.started:.1f}s: {', '.join(job.outputs)}")
-                items.append((job, done, 0.0))
-                continue
-            items.append(self._failed(entry, result, now))
+    async def _record(self, items: list[Item]) -> None:
+        """Commit jobs' ends (coordinator/run_ends.py, a cache hit), then drop the ended ones and tell watchers."""
         await self.call(self.store.save_many, items)
         for job, event, _ in items:
             if job.terminal:
                 self.entries.pop(job.id, None)
-            self._publish(event)
-
-    def _failed(self, entry: QueueEntry, exc: BaseException, now: float) -> tuple[Job, JobEvent, float]:
-        job = entry.job
-        message, retryable, dead_agent = classify(exc)
-        if dead_agent:
-            self.pool.mark_down(dead_agent, message)
-        why_label = reason(exc)
-        if retryable and job.attempts < self.cfg.max_attempts:
-            self.metrics.retries.labels(reason=why_label).inc()
-            message += self.held_retries.note(job.id, exc)
-            delay = backoff_s(job.attempts, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
-            job.retry_later(message)
-            entry.not_before, entry.queued_at = now + delay, now
-            event = self._event(job, "retry", f"{message}; retrying in {delay:.1f}s "
-                                              f"(attempt {job.attempts + 1} of {self.cfg.max_attempts})")
-            return job, event, entry.not_before
-        self.metrics.failures.labels(reason=why_label).inc()
-        job.fail(message, now)
-        why = "" if not retryable else f" after {job.attempts} attempts"
-        return job, self._event(job, "state", f"failed{why}: {message}"), 0.0
-
-    async def _interrupted(self, run: Run) -> None:
-        """The run was cancelled: its cancelled jobs end, the others go back to the queue as they were."""
-        now = time.time()
-        items: list[tuple[Job, JobEvent | None, float]] = []
-        for entry in run.entries:
-            job = entry.job
-            self._stage_ends(entry, now)
-            if entry.cancel_requested:
-                job.cancel(now)
-                items.append((job, self._event(job, "state", f"cancelled while running on {run.gen.name}"), 0.0))
-            else:
-                job.requeue()
-                entry.queued_at = now
-                why = "the coordinator is shutting down" if self._stopping else "a job of its batch was cancelled"
-                items.append((job, self._event(job, "info", f"requeued: {why}"), 0.0))
-        await self.call(self.store.save_many, items)
-        for job, event, _ in items:
-            if job.terminal:
-                self.entries.pop(job.id, None)
-            self._publish(event)
+            self.events.publish(event)
 
     async def _complete_from_cache(self, entry: QueueEntry) -> bool:
         entry.cache_checked = True
         hit = await asyncio.to_thread(self.cache.lookup, entry.content_key, output_name(entry.job))
         if hit is None:
-            self._cached_keys.discard(entry.content_key)
+            self.ends.cached_keys.discard(entry.content_key)
             return False
         job, now = entry.job, time.time()
         if job.state != "queued" or self.entries.get(job.id) is not entry:
             return True  # cancelled while the cache was read: nothing left to complete
         job.queued_s += max(now - entry.queued_at, 0.0)
         job.finish_from_cache(hit.outputs, hit.sha256, now)
-        event = self._event(job, "state", "done from the results cache (an identical job ran before)")
-        await self.call(self.store.save, job, event)
-        self.entries.pop(job.id, None)
-        self._publish(event)
+        done = self.events.event(job, "state", "done from the results cache (an identical job ran before)")
+        await self._record([(job, done, 0.0)])
         return True
-
-    # ------------------------------------------------------------------ helpers
-
-    def _event(self, job: Job, kind: str, message: str) -> JobEvent:
-        return JobEvent(job.id, kind, job.state, stage=job.stage, message=message,  # type: ignore[arg-type]
-                        agent=job.agent, time=time.time(), job=job.copy())
-
-    def _publish(self, event: JobEvent | None) -> None:
-        """Tell watchers; a state change (or a retry, a requeue) is also the job's one log line."""
-        if event is None:
-            return
-        self.bus.publish(event)
-        bad = event.kind == "retry" or event.state == "failed"
-        logger.log(logging.WARNING if bad else logging.INFO, "job %s: %s", event.job_id, event.message)
-        self._count_end(event)
-
-    def _count_end(self, event: JobEvent) -> None:
-        """A job that ended: its time from submission into the metrics, by outcome."""
-        job = event.job
-        if event.kind == "state" and event.state in TERMINAL and job is not None and job.finished:
-            outcome = "cached" if job.cached else event.state
-            self.metrics.job_seconds.labels(outcome=outcome).observe(max(job.finished - job.created, 0.0))
-
-    def _advance(self, entry: QueueEntry, stage: str) -> None:
-        """The running job moved on to `stage`: the stage it leaves is timed."""
-        if stage != entry.job.stage:
-            now = time.time()
-            self._stage_ends(entry, now)
-            entry.stage_since = now
-        entry.job.advance(stage)
-
-    def _stage_ends(self, entry: QueueEntry, now: float) -> None:
-        if entry.stage_since and entry.job.state == "running":
-            self.metrics.stage_seconds.labels(stage=entry.job.stage).observe(max(now - entry.stage_since, 0.0))
-        entry.stage_since = 0.0
-
-    def _account_busy(self) -> None:
-        """Feed each agent's busy state to the busy-time metric (around every dispatch: every change wakes it)."""
-        self.metrics.busy.update({key: on for a in self.pool
-                                  for key, on in (((a.name, "generate"), a.generating > 0),
-                                                  ((a.name, "post"), a.posting > 0))}, time.monotonic())
-
-    def _explain_waits(self) -> None:
-        """Say why each job still queued waits (in the job, and to its watchers when the reason changes)."""
-        queued = [e for e in sorted(self.entries.values(), key=QueueEntry.order) if e.job.state == "queued"]
-        if not queued:
-            return
-        now = time.time()
-        waits = explain(queued, list(self.pool), self.runs.values(), batch_size=self.cfg.batch_size,
-                        batch_timeout_s=self.cfg.batch_timeout_s, now=now)
-        for entry in queued:
-            wait = waits[entry.job.id]
-            job = entry.job
-            if wait.key == "starting":  # an agent is free for it: the next dispatch starts it
-                job.waiting, job.expected_start = "", None
-                continue
-            job.waiting, job.expected_start = wait.reason, wait.expected
-            if wait.key != entry.told:
-                entry.told = wait.key
-                event = self._event(job, "info", job.why_waiting(now))
-                logger.debug("job %s: %s", job.id, event.message)
-                self.bus.publish(event)

@@ -5,7 +5,7 @@ hand-off or the per-step CFG exchange keeps both busy). The coordinator sends on
 to the agent whose half makes the output, naming the other as its peer (delivery/split.py):
 the hand-off, the noise predictions and the frames go between the agents, never through
 here. Progress maps to the job's events like any run's; the result or failure is recorded
-by the scheduler's own _finish/_failed, and a post stage that failed while the frames stay
+by the scheduler as any run's (run_ends.py), and a post stage that failed while the frames stay
 held is retried from them (held_retry.py). A peer lost mid-job makes the output agent run
 the whole job itself; the output agent lost fails the attempt, which is retried like any.
 """

@@ -17,7 +17,7 @@ from artifex_agent.coordinator.batching import QueueEntry
 
 
 class Run(Protocol):
-    """What this module reads of a run in flight (scheduler.Run)."""
+    """What this module reads of a run in flight (run.Run)."""
 
     entries: list[QueueEntry]
     gen: AgentHandle
