@@ -100,8 +100,9 @@ class Store:
             # never waits for the writer, and a page read on the loop (~0.3 ms for 100 rows) costs a
             # Submit less than the same read on the database thread, whose hand-offs of the GIL row by
             # row delayed the Submit's own commit by milliseconds (bench.web).
-            self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                           check_same_thread=False)
+            # as_uri() percent-encodes the path: a folder named with "?", "#" or "%" opens the same file.
+            self._reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                           isolation_level=None, check_same_thread=False)
         return self
 
     def close(self) -> None:

@@ -147,7 +147,7 @@ def test_each_event_message_is_built_once_for_every_page(tmp_path: Path) -> None
 
 
 def test_the_loop_reads_pages_through_its_own_connection_and_sees_every_commit(tmp_path: Path) -> None:
-    store = Store(tmp_path / "jobs.db").open()
+    store = Store(tmp_path / "a #1 ?100%" / "jobs.db").open()  # characters a URI would read otherwise
     try:
         assert store.reads_on_loop  # WAL on a local disk
         _finished(store, 5)
