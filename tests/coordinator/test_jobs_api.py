@@ -160,10 +160,13 @@ def test_priority_jumps_the_queue(coordinator_factory: Any) -> None:
     coordinator = coordinator_factory(roles={"a": ["generate", "post"], "b": ["post"]})
     with coordinator.client() as client:
         coordinator.wait_for_agents(client)
-        blocker = client.submit(spec("a slow tree", width=32, height=32, steps=200, seed=1))
+        # Seconds of denoising (a loaded machine once finished a shorter blocker before the last submit).
+        blocker = client.submit(spec("a slow tree", width=64, height=64, frames=9, steps=200, seed=1))
         low = [client.submit(spec("a low tree", seed=40 + i)) for i in range(3)]
         high = client.submit(spec("an urgent tree", seed=50, priority=5))
-        jobs = {i: client.wait(i, timeout=60) for i in (blocker, *low, high)}
+        # What the test needs: every job was queued behind the blocker while it still generated.
+        assert client.get(blocker).stage in ("queued", "generating"), client.get(blocker)
+        jobs = {i: client.wait(i, timeout=90) for i in (blocker, *low, high)}
     assert all(j.state == "done" for j in jobs.values())
     assert all((jobs[high].started or 0) < (jobs[i].started or 0) for i in low)
 
